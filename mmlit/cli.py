@@ -27,6 +27,9 @@ def register_command(name:str, # what the user types after `mmlit`
 register_command("demo", "mmlit.cli:demo", "train the baseline on the embedded Ricci Seebeck table (offline, < 5 min)")
 register_command("bench", "mmlit.bench.core:bench_cli", "run the matbench 5-fold protocol for one task and model")
 register_command("run-notebooks", "mmlit.batch:run_notebooks_cli", "execute notebooks in batch with papermill parameters")
+register_command("pretrain", "mmlit.comp.finetune:pretrain_cli", "imKT pretraining stage of a chemical language model (mlm or align)")
+register_command("finetune", "mmlit.comp.finetune:finetune_cli", "finetune a (pretrained) chemical language model on a property")
+register_command("explain", "mmlit.interpret.analysis:explain_cli", "SHAP-IQ token interactions of a finetuned model: values and figures")
 
 # %% ../nbs/80_cli.ipynb #e47a906f
 class CommandUnavailable(MmlitInputError):
