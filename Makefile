@@ -49,7 +49,9 @@ demo: install  ## run `mmlit demo` (a small model trained and scored on data shi
 	$(BIN)/mmlit demo
 
 test: install  ## every CI check (see CHECKS); ends with an `N passed, N failed` line
-	@MAKE="$(MAKE)" bash tools/run_checks.sh $(CHECKS)
+	@# one BLAS/OpenMP thread per process: notebooks run $(JOBS) at a time, and tiny models on an oversubscribed
+	@# 2-core machine were measured 20-60x slower with torch's default thread count
+	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} MAKE="$(MAKE)" bash tools/run_checks.sh $(CHECKS)
 
 # ------------------------------------------------------------------------------------------------ the checks
 chromium:  ## make sure headless Chromium is there for the docs-site test (apt-get as root)
