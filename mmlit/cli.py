@@ -12,7 +12,8 @@ from fastcore.script import call_parse, anno_parser
 from .core import MmlitInputError, ConfigError
 
 # %% auto #0
-__all__ = ['COMMANDS', 'DEMO_MODELS', 'register_command', 'CommandUnavailable', 'load_command', 'main', 'run_demo', 'demo']
+__all__ = ['COMMANDS', 'DEMO_MODELS', 'DEMO_CLM_BUDGET', 'register_command', 'CommandUnavailable', 'load_command', 'main',
+           'run_demo', 'demo']
 
 # %% ../nbs/80_cli.ipynb #2e9833a3
 COMMANDS: dict = {}
@@ -74,7 +75,20 @@ def main(argv:list|None=None) -> int:
     return 0
 
 # %% ../nbs/80_cli.ipynb #b145a981
-DEMO_MODELS = "mean,baseline-magpie-hgb"
+DEMO_MODELS = "mean,baseline-magpie-hgb,clm-bert-tiny-mlm+align+ft"
+
+# CPU-minutes budget of the imKT language model in the demo: MLM on at most 5,000 formulas, alignment onto CHGNet and
+# ALIGNN embeddings of 300 package-shipped structures (no shared data needed), then finetuning with early stopping.
+DEMO_CLM_BUDGET = dict(mlm_max_size=5000, mlm_epochs=3, n_structures=300, align_epochs=8, ft_epochs=12, patience=3,
+                       batch_size=128)
+
+def _demo_model(name:str, task, progress:bool):
+    "A fresh demo model; CLMs get the demo budget and the clean protocol against the whole demo table."
+    from mmlit.bench.core import make_model
+    if name.startswith("clm-"):
+        from mmlit.data.structures import SHIPPED_CORPUS_SETS
+        return make_model(name, progress=progress, exclude=task, align_sources=tuple(SHIPPED_CORPUS_SETS), **DEMO_CLM_BUDGET)
+    return make_model(name, progress=progress)
 
 @functools.lru_cache(maxsize=1)
 def _demo_data():
@@ -87,6 +101,7 @@ def run_demo(out:str|Path|None="mmlit_demo", # output folder (None: write nothin
              seed:int=0, # seed of the split (and the subset)
              models:str|list=DEMO_MODELS, # comma-separated model names (see `mmlit.bench.core.MODELS`)
              test_frac:float=0.2, # held-out fraction
+             threads:int|None=1, # torch CPU threads (None: torch's default)
              progress:bool=True) -> dict:
     "Load the embedded Seebeck table, train `models` on one random split, score, plot and save."
     import numpy as np, matplotlib.pyplot as plt
@@ -97,11 +112,16 @@ def run_demo(out:str|Path|None="mmlit_demo", # output folder (None: write nothin
     if not names: raise ConfigError("--models is empty")
     if bad := [m for m in names if m not in MODELS]: raise ConfigError(f"unknown model(s) {bad}; available: {sorted(MODELS)}")
     if n_max is not None and n_max < 10: raise ConfigError(f"--n-max must be at least 10, got {n_max}")
+    if threads is not None:
+        # the demo's language model is tiny: one thread per process is fastest, and torch's default (all cores) was
+        # measured ~40x slower when anything else shares a 2-core machine (48 vs ~1 batches/s)
+        if threads < 1: raise ConfigError(f"--threads must be >= 1, got {threads}")
+        import torch; torch.set_num_threads(threads)
     t0, c0 = time.time(), time.process_time()
     ds = _demo_data()
     if n_max is not None and n_max < len(ds):
         ds = ds.subset(np.sort(np.random.default_rng(seed).choice(len(ds), n_max, replace=False)))
-    results = [run_holdout(ds, lambda m=m: make_model(m, progress=progress), test_frac=test_frac, seed=seed) for m in names]
+    results = [run_holdout(ds, lambda m=m: _demo_model(m, ds, progress), test_frac=test_frac, seed=seed) for m in names]
     unit = ds.units.get("S_n", "")
     table = pd.DataFrame([{"model": r.model, f"MAE ({unit})": r.folds[0].scores["mae"], "MAD:MAE": r.folds[0].scores["mad_mae"],
                            f"RMSE ({unit})": r.folds[0].scores["rmse"], "fit+predict (s)": r.folds[0].wall_time,
@@ -127,10 +147,11 @@ def demo(out:str="mmlit_demo", # output folder for demo_results.json and demo_pa
          n_max:int=None, # random subset of this many rows (default: the full 34,631-formula table)
          seed:int=0, # seed of the 80/20 split
          models:str=DEMO_MODELS, # comma-separated model names
+         threads:int=1, # torch CPU threads (1 is fastest for the tiny language model)
          quiet:bool=False, # no progress bars
         ):
     "Predict the n-type Seebeck coefficient from composition (Ricci et al. table shipped with matminer; offline)."
-    r = run_demo(out, n_max=n_max, seed=seed, models=models, progress=not quiet)
+    r = run_demo(out, n_max=n_max, seed=seed, models=models, threads=threads, progress=not quiet)
     s = r["summary"]
     print(f"{s['dataset']}: {s['n_train']} train / {s['n_test']} test formulas ({s['protocol']})\n")
     print(r["markdown"])

@@ -70,6 +70,16 @@ def test_demo_small(tmp_path):
     assert (tmp_path/"d"/"demo_parity.png").stat().st_size > 1000
 
 
+def test_demo_imkt_model(tmp_path):
+    "The demo's language model goes through MLM, alignment and finetuning under the clean protocol."
+    r = run("demo", "--out", tmp_path/"d", "--n-max", 300, "--models", "mean,clm-bert-tiny-mlm+align+ft", "--quiet")
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path/"d"/"demo_results.json").read_text())
+    clm = res["models"]["clm-bert-tiny-mlm+align+ft"]
+    assert "clean" in str(clm["params"]).lower(), clm["params"]
+    assert np.isfinite(clm["scores"]["mae"]) and clm["scores"]["mae"] > 0
+
+
 def _toy_task_csv(path, n=150, seed=0):
     "A small table in the matbench CSV layout (mbid, composition, target, fold)."
     rng = np.random.default_rng(seed)

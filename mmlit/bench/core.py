@@ -54,6 +54,19 @@ for _f in ("magpie", "fractions"):
 register_model("mean", lambda n_estimators=None, n_jobs=2, seed=0, progress=True, **kw: _baseline_factory(None, "mean")(),
                "predicts the training mean (class prior): the dummy floor")
 
+# %% ../../nbs/60_bench.core.ipynb #65347213
+def _clm_factory(name):
+    def f(**kw):
+        from mmlit.comp.finetune import make_clm_model   # lazy: heavy imports only when a CLM is built
+        return make_clm_model(name, **kw)
+    return f
+
+for _arch in ("bert", "roformer", "modernbert"):
+    for _preset in ("tiny", "small", "base"):
+        for _stages in ("ft", "mlm+ft", "align+ft", "mlm+align+ft"):
+            _name = f"clm-{_arch}-{_preset}-{_stages}"
+            register_model(_name, _clm_factory(_name), f"chemical language model ({_arch}, {_preset}), imKT stages {_stages}")
+
 # %% ../../nbs/60_bench.core.ipynb #8a9a3a0d
 MATBENCH_PROTOCOL = ("matbench v0.1 5-fold CV on the official folds: train on fold != k (validation, if any, carved "
                      "from it), test on fold == k")
@@ -251,6 +264,7 @@ def bench_cli(task:str=None, # matbench task, e.g. expt_gap or matbench_expt_gap
               n_estimators:int=None, # trees / boosting rounds of baseline models (default: the model's)
               n_jobs:int=2, # CPU cores for the model
               seed:int=0, # model seed
+              model_kw:str=None, # JSON object of extra model settings, e.g. '{"ft_epochs": 20, "n_structures": 500}'
               quiet:bool=False, # no progress bars
              ):
     "Run the matbench 5-fold protocol for one task and model; write results.json/.md, predictions, plot."
@@ -261,6 +275,11 @@ def bench_cli(task:str=None, # matbench task, e.g. expt_gap or matbench_expt_gap
     if data is not None and not Path(data).exists(): raise DataError(f"--data file {data!r} does not exist")
     ds = load_matbench(task, path=data)
     kw = dict(n_jobs=n_jobs, seed=seed, progress=not quiet) | ({"n_estimators": n_estimators} if n_estimators else {})
+    if model_kw:
+        try: extra = json.loads(model_kw)
+        except json.JSONDecodeError as e: raise ConfigError(f"--model_kw is not valid JSON: {model_kw!r} ({e})") from e
+        if not isinstance(extra, dict): raise ConfigError(f"--model_kw must be a JSON object, got {model_kw!r}")
+        kw |= extra
     res = run_matbench(ds, lambda: make_model(model, **kw), folds=fold_list, progress=not quiet)
     out = Path(out or Path("bench_results")/ds.name)
     paths = save_bench(res, out)

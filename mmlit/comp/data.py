@@ -121,7 +121,10 @@ class PremaskedDataset(torch.utils.data.Dataset):
     "A `CompositionDataset` masked once, reproducibly (for validation of the MLM stage)."
     def __init__(self, ds:CompositionDataset, mask_prob:float=0.15, seed:int=0):
         self.ds, self.lengths, self.ids = ds, ds.lengths, ds.ids
-        coll = DataCollatorForLanguageModeling(ds.tokenizer, mlm_probability=mask_prob, return_tensors="pt", seed=seed)
+        coll = DataCollatorForLanguageModeling(ds.tokenizer, mlm_probability=mask_prob, return_tensors="pt")
+        # our own generator, not `seed=`: transformers refuses `seed` outside the main process unless inside a
+        # DataLoader worker (e.g. a notebook run by a parallel test runner)
+        coll.generator = torch.Generator().manual_seed(seed)
         self.items = []
         for i in range(len(ds)):
             it = ds[i]
