@@ -87,3 +87,15 @@ def test_notebook_cells_keep_imports_apart():
     from nbdev.doclinks import nbglob
     bad = [m for f in nbglob(ROOT/'nbs', as_path=True) for m in _mixed_import_cells(f)]
     assert not bad, 'move these imports into a cell of their own:\n' + '\n'.join(bad)
+
+
+def test_readme_benchmark_numbers_come_from_results():
+    "Every baseline MAE quoted in the README is the mean ± std of the committed results record it names."
+    import re
+    from mmlit.metrics import BenchResult
+    rows = re.findall(r"^\| (\w+) \([^)]*\) \| ([\d.]+) ± ([\d.]+) \|", (ROOT/"README.md").read_text(), re.M)
+    assert len(rows) >= 3, rows
+    for task, mean, std in rows:
+        res = BenchResult.from_json(ROOT/"benchmarks"/"results"/f"matbench_{task}"/"results.json")
+        assert res.model == "baseline-magpie-rf"
+        assert f"{res.mean():.4f}" == mean and f"{res.std():.4f}" == std, (task, res.mean(), res.std())
