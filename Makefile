@@ -18,7 +18,6 @@ BIN := $(abspath $(VENV))/bin
 PY  := $(BIN)/python
 # nbdev_*, papermill, smalldocs and the `mmlit` script come from the venv
 export PATH := $(BIN):$(PATH)
-export MPLBACKEND := Agg
 
 # Re-install only when the install recipe's inputs change: the stamp's name carries their hash.
 INSTALL_HASH := $(shell cat settings.ini setup.py 2>/dev/null | sha256sum | cut -c1-16)
@@ -46,7 +45,7 @@ $(STAMP):
 
 # ------------------------------------------------------------------------------------------------ the two README commands
 demo: install  ## run `mmlit demo` (a small model trained and scored on data shipped with the dependencies)
-	$(BIN)/mmlit demo
+	MPLBACKEND=Agg $(BIN)/mmlit demo
 
 test: install  ## every CI check (see CHECKS); ends with an `N passed, N failed` line
 	@# one BLAS/OpenMP thread per process: notebooks run $(JOBS) at a time, and tiny models on an oversubscribed
@@ -94,7 +93,7 @@ docs: install tutorials  ## the offline docs site: run notebooks (unless fresh),
 	$(PY) tools/docs.py site --n_workers $(JOBS)
 
 pytest: install  ## the pytest suite in tests/ (run after `docs`: it checks the built site in Chromium)
-	$(PY) -m pytest tests/ $(PYTEST_ARGS)
+	MPLBACKEND=Agg $(PY) -m pytest tests/ $(PYTEST_ARGS)
 
 # ------------------------------------------------------------------------------------------------ other tasks
 readme: install  ## regenerate README.md from nbs/index.ipynb
