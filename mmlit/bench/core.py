@@ -236,7 +236,8 @@ def load_bench(out:str|Path) -> BenchResult:
     out = Path(out)
     res = BenchResult.from_json(out/"results.json")
     if (out/"predictions.csv.gz").exists():
-        df = pd.read_csv(out/"predictions.csv.gz", dtype={"id": str})
+        df = pd.read_csv(out/"predictions.csv.gz", dtype={"id": str},
+                         float_precision="round_trip")  # pandas' default float parser is not exact
         for f in res.folds:
             d = df[df.fold == f.fold]; f.ids, f.y_true, f.y_pred = d.id.tolist(), d.y_true.tolist(), d.y_pred.tolist()
     return res
