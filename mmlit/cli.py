@@ -82,12 +82,13 @@ DEMO_MODELS = "mean,baseline-magpie-hgb,clm-bert-tiny-mlm+align+ft"
 DEMO_CLM_BUDGET = dict(mlm_max_size=5000, mlm_epochs=3, n_structures=300, align_epochs=8, ft_epochs=12, patience=3,
                        batch_size=128)
 
-def _demo_model(name:str, task, progress:bool):
+def _demo_model(name:str, task, progress:bool, threads:int|None=1):
     "A fresh demo model; CLMs get the demo budget and the clean protocol against the whole demo table."
     from mmlit.bench.core import make_model
     if name.startswith("clm-"):
         from mmlit.data.structures import SHIPPED_CORPUS_SETS
-        return make_model(name, progress=progress, exclude=task, align_sources=tuple(SHIPPED_CORPUS_SETS), **DEMO_CLM_BUDGET)
+        return make_model(name, progress=progress, exclude=task, align_sources=tuple(SHIPPED_CORPUS_SETS),
+                          num_threads=threads, **DEMO_CLM_BUDGET)
     return make_model(name, progress=progress)
 
 @functools.lru_cache(maxsize=1)
@@ -101,7 +102,7 @@ def run_demo(out:str|Path|None="mmlit_demo", # output folder (None: write nothin
              seed:int=0, # seed of the split (and the subset)
              models:str|list=DEMO_MODELS, # comma-separated model names (see `mmlit.bench.core.MODELS`)
              test_frac:float=0.2, # held-out fraction
-             threads:int|None=1, # torch CPU threads (None: torch's default)
+             threads:int|None=1, # torch CPU threads of the language models (None: torch's default)
              progress:bool=True) -> dict:
     "Load the embedded Seebeck table, train `models` on one random split, score, plot and save."
     import numpy as np, matplotlib.pyplot as plt
@@ -112,16 +113,14 @@ def run_demo(out:str|Path|None="mmlit_demo", # output folder (None: write nothin
     if not names: raise ConfigError("--models is empty")
     if bad := [m for m in names if m not in MODELS]: raise ConfigError(f"unknown model(s) {bad}; available: {sorted(MODELS)}")
     if n_max is not None and n_max < 10: raise ConfigError(f"--n-max must be at least 10, got {n_max}")
-    if threads is not None:
-        # the demo's language model is tiny: one thread per process is fastest, and torch's default (all cores) was
-        # measured ~40x slower when anything else shares a 2-core machine (48 vs ~1 batches/s)
-        if threads < 1: raise ConfigError(f"--threads must be >= 1, got {threads}")
-        import torch; torch.set_num_threads(threads)
+    # the demo's language model is tiny: one thread is fastest, and torch's default (all cores) was measured ~40x
+    # slower when anything else shares a 2-core machine (48 vs ~1 batches/s); the model's config scopes the setting
+    if threads is not None and threads < 1: raise ConfigError(f"--threads must be >= 1, got {threads}")
     t0, c0 = time.time(), time.process_time()
     ds = _demo_data()
     if n_max is not None and n_max < len(ds):
         ds = ds.subset(np.sort(np.random.default_rng(seed).choice(len(ds), n_max, replace=False)))
-    results = [run_holdout(ds, lambda m=m: _demo_model(m, ds, progress), test_frac=test_frac, seed=seed) for m in names]
+    results = [run_holdout(ds, lambda m=m: _demo_model(m, ds, progress, threads), test_frac=test_frac, seed=seed) for m in names]
     unit = ds.units.get("S_n", "")
     table = pd.DataFrame([{"model": r.model, f"MAE ({unit})": r.folds[0].scores["mae"], "MAD:MAE": r.folds[0].scores["mad_mae"],
                            f"RMSE ({unit})": r.folds[0].scores["rmse"], "fit+predict (s)": r.folds[0].wall_time,

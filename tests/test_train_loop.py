@@ -227,3 +227,40 @@ def test_bf16_autocast_then_fp32_in_one_process():
     b = Trainer(TinySeqRegressor(32), SyntheticSequences(n=120), config=cfg(epochs=1, mixed_precision="no"))
     assert b.accelerator.mixed_precision == "no" and np.isfinite(b.fit().valid_loss).all()
     assert a.predict(SyntheticSequences(n=10)).dtype == np.float32
+
+
+# ---------------------------------------------------------------- token-level (ragged) outputs
+class TokenTagger(torch.nn.Module):
+    "Per-token regression: one output per position, so output widths follow each batch's padding."
+    def __init__(self, vocab_size=32):
+        super().__init__(); self.emb = torch.nn.Embedding(vocab_size, 1, padding_idx=0)
+    def forward(self, input_ids, attention_mask=None, labels=None, **kw):
+        out = self.emb(input_ids)[..., 0]
+        return {"logits": out, "loss": out.pow(2).mean()}
+
+
+def test_predict_token_level_outputs_across_ragged_batches():
+    ds = SyntheticSequences(n=50, min_len=2, max_len=12, seed=3)
+    seed_everything(0)
+    tr = Trainer(TokenTagger(), ds, config=cfg(epochs=1, batch_size=4, eval_batch_size=4, scale_targets=False))
+    tr.fit()
+    p = tr.predict(ds)
+    assert p.shape == (50, ds.lengths.max())   # padded to the widest batch
+    emb = tr.unwrapped.emb.weight.detach()[:, 0].numpy()
+    for i in range(50):   # real positions match a per-item forward; beyond them: the pad token's output or NaN
+        L = ds.lengths[i]
+        np.testing.assert_allclose(p[i, :L], emb[ds.seqs[i]], rtol=1e-6)
+        assert np.all(np.isnan(p[i, L:]) | (p[i, L:] == emb[0]))
+    assert np.isnan(p).any()   # some batches were narrower than the widest one
+
+
+def test_num_threads_is_scoped_to_the_run():
+    before = torch.get_num_threads()
+    seen = []
+    class Probe(Callback):
+        def after_step(self): seen.append(torch.get_num_threads())
+    tr = Trainer(TinySeqRegressor(), SyntheticSequences(n=40), callbacks=[Probe()],
+                 config=cfg(epochs=1, batch_size=8, num_threads=before + 1))
+    tr.fit()
+    assert set(seen) == {before + 1} and torch.get_num_threads() == before
+    with pytest.raises(ConfigError, match="num_threads"): cfg(num_threads=-2)

@@ -20,7 +20,7 @@ from ..data.core import Dataset
 from ..data.structures import structure_corpus
 from .tokenizer import CompositionTokenizer
 from .model import (CompositionModelConfig, CompositionPreTrainedModel, CompositionOutput, pool,
-                              from_backbone, check_tokenizer, _build_backbone)
+                              from_backbone, check_tokenizer, build_backbone)
 from .teachers import Teacher, TeacherTargets, CHGNetTeacher, ALIGNNVectorTeacher
 from .data import CompositionDataset, exclusion_set
 from .pretrain import StageResult, run_stage, save_stage, _split
@@ -39,7 +39,7 @@ class CompositionForAlignment(CompositionPreTrainedModel):
         # stored as [[name, dim], ...]: JSON configs are saved with sorted keys, and the head order must survive
         config.teacher_dims = [[str(n), int(d)] for n, d in (dims.items() if isinstance(dims, dict) else dims)]
         super().__init__(config)
-        self.backbone = _build_backbone(config)
+        self.backbone = build_backbone(config)
         hid = config.backbone_config().hidden_size
         # a ModuleList in teacher order (names such as "half" or "to" would clash with nn.Module attributes)
         self.heads = nn.ModuleList([nn.Sequential(nn.Linear(hid, hid), nn.GELU(), nn.Linear(hid, d)) for _, d in config.teacher_dims])

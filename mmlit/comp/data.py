@@ -92,13 +92,12 @@ def from_dataset(ds:Dataset, # a mmlit `Dataset`
 
 # %% ../../nbs/12_comp.data.ipynb #c48a488c
 class MLMCollator:
-    "Mask items without `labels` (BERT recipe via `DataCollatorForLanguageModeling`), pad the rest; fixed-width labels."
+    "Mask items without `labels` (BERT recipe via `DataCollatorForLanguageModeling`), only pad the rest."
     def __init__(self, tokenizer:CompositionTokenizer,
                  mask_prob:float=0.15, # fraction of tokens selected for prediction
-                 label_length:int|None=None, # pad `labels` to this width (None: batch width)
                 ):
         if not 0 < mask_prob < 1: raise ConfigError(f"mask_prob must be in (0, 1), got {mask_prob!r}")
-        self.tokenizer, self.mask_prob, self.label_length = tokenizer, mask_prob, label_length
+        self.tokenizer, self.mask_prob = tokenizer, mask_prob
         self.collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mask_prob, return_tensors="pt")
 
     def _pad(self, items):
@@ -108,13 +107,7 @@ class MLMCollator:
         return dict(out)
 
     def __call__(self, items:list) -> dict:
-        b = self._pad(items) if "labels" in items[0] else dict(self.collator(items))
-        L = self.label_length
-        if L is not None:
-            y = b["labels"]
-            if y.shape[1] > L: raise DataError(f"sequence of {y.shape[1]} tokens is longer than label_length={L}")
-            b["labels"] = torch.nn.functional.pad(y, (0, L - y.shape[1]), value=-100)
-        return b
+        return self._pad(items) if "labels" in items[0] else dict(self.collator(items))
 
 # %% ../../nbs/12_comp.data.ipynb #e316e7d3
 class PremaskedDataset(torch.utils.data.Dataset):

@@ -21,7 +21,7 @@ from .model import ARCHS, PRESETS, build_model, from_backbone, load_composition_
 from .data import CompositionDataset, from_dataset, composition_corpus, exclusion_set, formulas_hash
 from .pretrain import StageResult, run_stage, save_stage, read_stage, pretrain_mlm
 from .align import align, alignment_corpus, resolve_teachers
-from ..train.core import TrainConfig, TargetScaler, pad_collate
+from ..train.core import TrainConfig, TargetScaler, pad_collate, torch_threads
 
 # %% auto #0
 __all__ = ['STAGES', 'STAGE_SETS', 'CLM_MODEL_NAMES', 'finetune', 'predict', 'load_finetuned', 'parse_stages', 'ImKTConfig',
@@ -144,6 +144,7 @@ class ImKTConfig:
     device: str|None = None           # None: GPU if available
     out_dir: str|None = None          # stage cache (default: `cache_dir("imkt")`)
     progress: bool = True
+    num_threads: int|None = None      # torch CPU threads for fit/predict (None: torch's setting); tiny models: 1
 
     def __post_init__(self):
         self.stages = parse_stages(self.stages)
@@ -161,6 +162,7 @@ class ImKTConfig:
                  "finetune": (self.ft_epochs, self.ft_lr)}[stage]
         return TrainConfig(epochs=e, lr=lr, batch_size=self.batch_size, seed=self.seed, valid_frac=self.valid_frac,
                            patience=self.patience if stage == "finetune" else None, progress=self.progress,
+                           num_threads=self.num_threads,
                            cpu=self.device == "cpu" or (self.device is None and not torch.cuda.is_available()))
 
     @property
@@ -247,17 +249,18 @@ class ImKTModel:
         cfg = self.config
         if "finetune" not in cfg.stages: raise ConfigError(f"{cfg.name} has no finetune stage: nothing to fit on a property")
         init = self.init
-        if any(s != "finetune" for s in cfg.stages):
-            self.excluded = self._exclusion(train, valid)
-            self.stage_paths = pretrain_imkt(cfg, self.excluded)
-            init = list(self.stage_paths.values())[-1]
-        self.result = finetune(train, valid, cfg.train_config("finetune"), init=init, arch=cfg.arch, preset=cfg.preset)
+        with torch_threads(cfg.num_threads):   # also covers the teachers' structure embeddings
+            if any(s != "finetune" for s in cfg.stages):
+                self.excluded = self._exclusion(train, valid)
+                self.stage_paths = pretrain_imkt(cfg, self.excluded)
+                init = list(self.stage_paths.values())[-1]
+            self.result = finetune(train, valid, cfg.train_config("finetune"), init=init, arch=cfg.arch, preset=cfg.preset)
         return self
 
     def predict(self, test) -> np.ndarray:
         if self.result is None: raise ConfigError("call fit() before predict()")
         r = self.result
-        return predict(r.model, r.tokenizer, test, r.info["target_scaler"])
+        with torch_threads(self.config.num_threads): return predict(r.model, r.tokenizer, test, r.info["target_scaler"])
 
     def protocol(self) -> str:
         if self.init is not None: return f"finetuned from {self.init}"
@@ -348,22 +351,25 @@ def pretrain_cli(stage:str="mlm", # "mlm" or "align"
                  n_structures:int=None, # align: random subset of the structure corpus
                  exclude_task:str=None, # clean protocol: registered dataset whose compositions are left out
                  epochs:int=5, lr:float=1e-3, batch_size:int=64,
-                 device:str=None, seed:int=0, quiet:bool=False):
+                 device:str=None, seed:int=0, quiet:bool=False,
+                 threads:int=None, # torch CPU threads (default: torch's; 1 is fastest for tiny models on small CPUs)
+                ):
     "Run one imKT pretraining stage (MLM or alignment) and save it as a Hugging Face directory."
     if stage not in ("mlm", "align"): raise ConfigError(f"--stage must be 'mlm' or 'align', got {stage!r}")
     ex = None
     if exclude_task:
         from mmlit.data.external import load_dataset
         ex = exclusion_set(load_dataset(exclude_task))
-    tc = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, progress=not quiet,
+    tc = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, progress=not quiet, num_threads=threads,
                      cpu=device == "cpu" or (device is None and not torch.cuda.is_available()))
     out = Path(out or f"imkt_{stage}")
     if stage == "mlm":
         res = pretrain_mlm(composition_corpus(_csv(corpus), ex, max_size, seed), tc, init=init, arch=arch, preset=preset, out_dir=out)
     else:
         c = alignment_corpus(_csv(structures), sorted(ex or []), n_structures, seed, progress=not quiet)
-        res = align(c, resolve_teachers(_csv(teachers), "cpu" if tc.cpu else None), tc, init=init, arch=arch, preset=preset,
-                    out_dir=out, progress=not quiet)
+        with torch_threads(threads):   # the teachers embed the structures outside the training loop
+            res = align(c, resolve_teachers(_csv(teachers), "cpu" if tc.cpu else None), tc, init=init, arch=arch,
+                        preset=preset, out_dir=out, progress=not quiet)
     if ex is not None: (out/"excluded_formulas.txt").write_text("\n".join(sorted(ex)))
     print(f"{res}\n{res.history.to_string(index=False)}\nsaved to {out}")
     return res
@@ -377,7 +383,9 @@ def finetune_cli(task:str=None, # registered dataset, e.g. matbench_expt_gap or 
                  arch:str="bert", preset:str="tiny", # backbone when training from scratch
                  epochs:int=50, lr:float=5e-4, patience:int=10, batch_size:int=64,
                  out:str=None, # results folder (default: finetune_results/<task>)
-                 device:str=None, seed:int=0, quiet:bool=False):
+                 device:str=None, seed:int=0, quiet:bool=False,
+                 threads:int=None, # torch CPU threads (default: torch's; 1 is fastest for tiny models on small CPUs)
+                ):
     "Finetune a (pretrained) composition model on a task and score it; writes results like `mmlit bench`."
     from mmlit.data.external import load_dataset
     from mmlit.bench.core import run_matbench, run_holdout, save_bench, parse_folds
@@ -387,7 +395,7 @@ def finetune_cli(task:str=None, # registered dataset, e.g. matbench_expt_gap or 
         if folds: raise ConfigError("--n-max and --folds cannot be combined (the folds are defined on the full task)")
         ds = ds.subset(np.sort(np.random.default_rng(seed).choice(len(ds), n_max, replace=False)))
     cfg = ImKTConfig(stages=("finetune",), arch=arch, preset=preset, ft_epochs=epochs, ft_lr=lr, patience=patience,
-                     batch_size=batch_size, device=device, seed=seed, progress=not quiet)
+                     batch_size=batch_size, device=device, seed=seed, progress=not quiet, num_threads=threads)
     factory = lambda: ImKTModel(cfg, init=model)
     res = run_matbench(ds, factory, parse_folds(folds), seed=seed, progress=not quiet) if folds else \
           run_holdout(ds, factory, seed=seed)

@@ -24,10 +24,10 @@ from .tokenizer import CompositionTokenizer, build_vocab, ELEMENTS
 
 # %% auto #0
 __all__ = ['PRESETS', 'ARCHS', 'TASKS', 'ELEMENT_VECTORS', 'POOLINGS', 'REGRESSION_LOSSES', 'CompositionModelConfig',
-           'element_vector_table', 'ElementVectorEmbedding', 'pool', 'CompositionPreTrainedModel', 'weighted_mlm_loss',
-           'weighted_target_loss', 'CompositionForMaskedLM', 'CompositionOutput', 'CompositionForPrediction',
-           'model_class', 'build_model', 'check_tokenizer', 'count_parameters', 'preset_parameter_counts',
-           'save_composition_model', 'load_composition_model', 'from_backbone']
+           'element_vector_table', 'ElementVectorEmbedding', 'build_backbone', 'pool', 'CompositionPreTrainedModel',
+           'weighted_mlm_loss', 'weighted_target_loss', 'CompositionForMaskedLM', 'CompositionOutput',
+           'CompositionForPrediction', 'model_class', 'build_model', 'check_tokenizer', 'count_parameters',
+           'preset_parameter_counts', 'save_composition_model', 'load_composition_model', 'from_backbone']
 
 # %% ../../nbs/11_comp.model.ipynb #9f769b29
 PRESETS = {
@@ -162,7 +162,8 @@ class ElementVectorEmbedding(nn.Module):
         return torch.where(self.has_vector[ids].unsqueeze(-1), self.proj(self.vectors[ids]), self.base(ids))
 
 # %% ../../nbs/11_comp.model.ipynb #54d6cc47
-def _build_backbone(config:CompositionModelConfig) -> PreTrainedModel:
+def build_backbone(config:CompositionModelConfig) -> PreTrainedModel:
+    "The bare `transformers` encoder (no head) of `config`, with element-vector embeddings if asked; new heads build on it."
     bb = config.backbone_config()
     if config.arch == "bert": m = BertModel(bb, add_pooling_layer=False)
     elif config.arch == "roformer": m = RoFormerModel(bb)
@@ -265,7 +266,7 @@ class CompositionForMaskedLM(CompositionPreTrainedModel):
     def __init__(self, config:CompositionModelConfig):
         super().__init__(config)
         a = ARCHS[config.arch]
-        self.backbone, self.lm_head = _build_backbone(config), _build_mlm_head(config)
+        self.backbone, self.lm_head = build_backbone(config), _build_mlm_head(config)
         emb = a.word_emb.replace(".weight", ".base.weight") if config.element_vectors else a.word_emb
         ties = {f"lm_head.{a.mlm_decoder}.weight": f"backbone.{emb}"}
         if config.arch != "modernbert": ties[f"lm_head.{a.mlm_decoder}.bias"] = "lm_head.predictions.bias"
@@ -297,7 +298,7 @@ class CompositionForPrediction(CompositionPreTrainedModel):
             raise ConfigError("CompositionForPrediction needs task='regression' or 'classification' (got 'mlm'); "
                               "when loading an MLM checkpoint pass e.g. task='regression', num_targets=1")
         super().__init__(config)
-        self.backbone = _build_backbone(config)
+        self.backbone = build_backbone(config)
         hid = config.backbone_config().hidden_size
         hh = config.head_hidden_size or hid
         self.head = nn.Sequential(nn.Dropout(config.head_dropout), nn.Linear(hid, hh), nn.GELU(),

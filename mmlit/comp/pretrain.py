@@ -80,23 +80,21 @@ def run_stage(stage:str, model:nn.Module, train_ds, valid_ds, collate_fn, config
 
 # %% ../../nbs/13_comp.pretrain.ipynb #7f7b21ae
 class MaskedLMObjective(nn.Module):
-    "Wrap a `CompositionForMaskedLM`: same loss, per-sequence masked-token accuracy as `logits`."
+    "Wrap a `CompositionForMaskedLM`: same loss; the predicted token id of every position as `logits`."
     def __init__(self, model:CompositionPreTrainedModel):
         super().__init__(); self.model = model
     def forward(self, input_ids, attention_mask=None, labels=None, sample_weight=None, **kw):
-        if labels is not None: labels = labels[:, :input_ids.shape[1]]
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, sample_weight=sample_weight)
         if labels is None: return {"logits": out.logits}
-        sel = labels != -100
-        hit = ((out.logits.argmax(-1) == labels) & sel).sum(1).float()
-        return {"loss": out.loss, "logits": (hit / sel.sum(1).clamp(min=1))[:, None]}
+        return {"loss": out.loss, "logits": out.logits.argmax(-1)}
 
-def masked_accuracy(y_true:np.ndarray, # (n, L) labels, -100 where not masked
-                    acc:np.ndarray, # (n,) per-sequence accuracy
+def masked_accuracy(y_true:np.ndarray, # (n, L) labels, -100 where not masked (or padding)
+                    y_pred:np.ndarray, # (n, L) predicted token ids (NaN in padding)
                    ) -> float:
     "Token-level accuracy over all masked tokens."
-    n = (np.asarray(y_true) != -100).sum(1)
-    return float((np.asarray(acc).reshape(-1) * n).sum() / max(n.sum(), 1))
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    sel = y_true != -100
+    return float((y_pred[sel] == y_true[sel]).mean()) if sel.any() else float("nan")
 
 # %% ../../nbs/13_comp.pretrain.ipynb #68762684
 def _init_model(init, tokenizer, arch, preset, task, seed, **kw):
@@ -145,7 +143,7 @@ def pretrain_mlm(corpus, # `composition_corpus(...)` Dataset or a list of formul
     sub = lambda idx: CompositionDataset([comps[i] for i in idx], tokenizer, sample_weight=None if w is None else w[idx])
     train_ds = sub(tr_idx)
     valid_ds = premask(sub(va_idx), mask_prob, config.seed) if len(va_idx) else None
-    collate = MLMCollator(tokenizer, mask_prob, label_length=int(max(train_ds.lengths.max(), valid_ds.lengths.max() if valid_ds else 0)))
+    collate = MLMCollator(tokenizer, mask_prob)
     hist, tr, secs = run_stage("mlm", MaskedLMObjective(model), train_ds, valid_ds, collate, config,
                                {"masked_acc": masked_accuracy} if valid_ds is not None else None, out_dir)
     info = dict(n_train=len(train_ds), n_valid=len(va_idx), mask_prob=mask_prob, weighting=weighting,

@@ -97,6 +97,7 @@ class Dataset:
     units: dict = field(default_factory=dict)  # target name -> unit string
     source: str = ""               # provenance text / citation
     meta: pd.DataFrame|None = None # extra per-row columns (spg_num, e_above_hull, split, ...)
+    missing_targets: bool = False  # allow NaN targets (rows without that property in a multi-property table)
 
     def __post_init__(self):
         n = len(self.ids)
@@ -114,6 +115,15 @@ class Dataset:
             if v is not None and len(v) != n:
                 raise DataError(f"{self.name}: {what} has {len(v)} rows but there are {n} ids")
         if len(set(self.ids)) != n: raise DataError(f"{self.name}: ids are not unique")
+        v = self.targets.to_numpy()
+        bad = np.isinf(v) | (np.isnan(v) & (not self.missing_targets))
+        if bad.any():
+            rows = np.flatnonzero(bad.any(1))
+            show = ", ".join(f"{self.ids[i]!r} ({', '.join(f'{c}={v[i, j]}' for j, c in enumerate(self.targets.columns) if bad[i, j])})"
+                             for i in rows[:10])
+            raise DataError(f"{self.name}: {len(rows)} row(s) with non-finite targets: {show}"
+                            + (" ..." if len(rows) > 10 else "")
+                            + ("" if self.missing_targets else "; pass missing_targets=True if NaN means 'not measured'"))
 
     def __len__(self): return len(self.ids)
     def __repr__(self):
@@ -138,7 +148,8 @@ def subset(self:Dataset, idx) -> Dataset:
                    structures=None if self.structures is None else pick(self.structures),
                    folds=None if self.folds is None else self.folds[idx], task_type=self.task_type,
                    units=dict(self.units), source=self.source,
-                   meta=None if self.meta is None else self.meta.iloc[idx].reset_index(drop=True))
+                   meta=None if self.meta is None else self.meta.iloc[idx].reset_index(drop=True),
+                   missing_targets=self.missing_targets)
 
 # %% ../../nbs/02_data.core.ipynb #ddb35047
 @patch(as_prop=True)

@@ -164,7 +164,7 @@ def _finish(name, ids, structs, targets:pd.DataFrame, meta:pd.DataFrame, units, 
     return Dataset(name, [str(ids[i]) for i in keep], [reduced_formula(s.composition) for s in structs],
                    targets.iloc[keep].reset_index(drop=True), structures=structs,
                    folds=None if folds is None else np.asarray(folds)[keep], units=units, source=source,
-                   meta=meta.iloc[keep].reset_index(drop=True))
+                   meta=meta.iloc[keep].reset_index(drop=True), missing_targets=True)  # multi-property tables have gaps
 
 # %% ../../nbs/02b_data.structures.ipynb #759d1f64
 def _load_csv_set(name, split, root, max_rows, on_bad, progress) -> Dataset:

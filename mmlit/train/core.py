@@ -6,6 +6,7 @@
 from __future__ import annotations
 import os, random, time
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
@@ -24,8 +25,8 @@ from .data import (EpochBatchSampler, TargetScaler, _labels, _set_labels, check_
                               dataset_lengths, dataset_targets, pad_collate)
 
 # %% auto #0
-__all__ = ['TrainConfig', 'make_optimizer', 'make_scheduler', 'atomic_save', 'get_rng_state', 'set_rng_state',
-           'TrainingDivergedError', 'Callback', 'Trainer']
+__all__ = ['TrainConfig', 'make_optimizer', 'make_scheduler', 'atomic_save', 'get_rng_state', 'set_rng_state', 'torch_threads',
+           'TrainingDivergedError', 'Callback', 'Trainer', 'cat_ragged']
 
 # %% ../../nbs/05_train.core.ipynb #fc3f4a43
 _SCHEDULES = ("cosine", "linear", "constant", "onecycle")
@@ -57,6 +58,8 @@ class TrainConfig:
     deterministic:bool = False      # torch.use_deterministic_algorithms(True) for the run
     log_every:int = 10              # steps between progress updates and loss finiteness checks
     progress:bool = True            # tqdm progress bar
+    num_threads:int|None = None     # torch CPU threads while fitting/predicting, restored afterwards (None: leave
+                                    # torch's setting); small models on a few shared cores are fastest on 1
 
     def __post_init__(self):
         def bad(name, why): raise ConfigError(f"TrainConfig.{name}={getattr(self, name)!r}: {why}")
@@ -71,6 +74,8 @@ class TrainConfig:
         if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
             bad("patience", "must be None or an integer >= 1")
         if self.save_every_n_steps < 0: bad("save_every_n_steps", "must be >= 0")
+        if self.num_threads is not None and (not isinstance(self.num_threads, int) or self.num_threads < 1):
+            bad("num_threads", "must be None or an integer >= 1")
         if self.save_every_n_steps and self.out_dir is None: bad("save_every_n_steps", "needs out_dir")
 
 # %% ../../nbs/05_train.core.ipynb #561937a8
@@ -111,6 +116,14 @@ def get_rng_state() -> dict:
 def set_rng_state(s:dict):
     random.setstate(s["python"]); np.random.set_state(s["numpy"]); torch.set_rng_state(s["torch"])
     if s.get("cuda") is not None and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s["cuda"])
+
+@contextmanager
+def torch_threads(n:int|None):
+    "Run the block with `n` torch CPU threads (None: unchanged), restoring the previous count afterwards."
+    old = torch.get_num_threads()
+    if n is not None: torch.set_num_threads(n)
+    try: yield
+    finally: torch.set_num_threads(old)
 
 class TrainingDivergedError(RuntimeError):
     "The training loss became NaN/inf (a property of the run, not of user input, hence a `RuntimeError`)."
@@ -299,19 +312,20 @@ def fit(self:Trainer,
         resume:bool|str|Path=False, # True: continue from `out_dir`/checkpoints/last.pt if it exists; or a path
        ) -> pd.DataFrame:
     "Train; returns the per-epoch history (train/valid loss, metrics, lr, time)."
-    self._setup()
-    if resume:
-        if resume is True and self.out_dir is None: raise ConfigError("resume=True needs TrainConfig.out_dir")
-        path = self.ckpt_path if resume is True else Path(resume)
-        if resume is not True and not path.exists(): raise ConfigError(f"no checkpoint to resume from at {path}")
-        if path is not None and path.exists(): self.load_checkpoint(path)
-    self._cb("before_fit")
-    while self.epoch < self.config.epochs and not self.stop: self._run_epoch()
-    self._cb("after_fit")
+    with torch_threads(self.config.num_threads):
+        self._setup()
+        if resume:
+            if resume is True and self.out_dir is None: raise ConfigError("resume=True needs TrainConfig.out_dir")
+            path = self.ckpt_path if resume is True else Path(resume)
+            if resume is not True and not path.exists(): raise ConfigError(f"no checkpoint to resume from at {path}")
+            if path is not None and path.exists(): self.load_checkpoint(path)
+        self._cb("before_fit")
+        while self.epoch < self.config.epochs and not self.stop: self._run_epoch()
+        self._cb("after_fit")
     return pd.DataFrame(self.history)
 
 # %% ../../nbs/05_train.core.ipynb #9425e322
-_RESUME_FREE = {"out_dir", "progress", "num_workers", "save_every_n_steps", "log_every"}
+_RESUME_FREE = {"out_dir", "progress", "num_workers", "save_every_n_steps", "log_every", "num_threads"}
 
 @patch
 def save_checkpoint(self:Trainer, path=None):
@@ -347,6 +361,17 @@ def load_checkpoint(self:Trainer, path):
     self.last_saved_step = self.step
 
 # %% ../../nbs/05_train.core.ipynb #1a9f5586
+def cat_ragged(ts:list[torch.Tensor]) -> torch.Tensor:
+    "Concatenate along dim 0, padding trailing dims to the largest batch (floats with NaN, integers with -100)."
+    if not ts: return torch.zeros(0)
+    shape = [max(t.shape[d] for t in ts) for d in range(1, ts[0].ndim)]
+    if all(list(t.shape[1:]) == shape for t in ts): return torch.cat(ts)
+    def pad(t):
+        out = t.new_full((t.shape[0], *shape), float("nan") if t.is_floating_point() else -100)
+        out[(slice(None), *[slice(0, s) for s in t.shape[1:]])] = t
+        return out
+    return torch.cat([pad(t) for t in ts])
+
 @patch
 @torch.no_grad()
 def _eval_loop(self:Trainer, ds, with_labels:bool=True):
@@ -374,7 +399,7 @@ def _eval_loop(self:Trainer, ds, with_labels:bool=True):
     parts = [q for q in (gather_object(part) if acc.num_processes > 1 else part) if len(q[0])]
     pos = np.concatenate([q[0] for q in parts])
     def assemble(k):
-        v = torch.cat([t for q in parts for t in q[k]]).numpy()
+        v = cat_ragged([t for q in parts for t in q[k]]).numpy()
         v = v[..., 0] if v.ndim == 2 and v.shape[1] == 1 else v
         res = np.empty_like(v); res[pos] = v
         return res
@@ -385,12 +410,12 @@ def _eval_loop(self:Trainer, ds, with_labels:bool=True):
 @patch
 def predict(self:Trainer, ds) -> np.ndarray:
     "Predictions for `ds` in dataset order, in the units of the training targets."
-    return self._eval_loop(ds, with_labels=False)[0]
+    with torch_threads(self.config.num_threads): return self._eval_loop(ds, with_labels=False)[0]
 
 @patch
 def evaluate(self:Trainer, ds) -> dict:
     "`{'loss': ..., <metric>: ...}` on `ds` (metrics on unscaled targets)."
-    p, y, loss = self._eval_loop(ds)
+    with torch_threads(self.config.num_threads): p, y, loss = self._eval_loop(ds)
     res = {"loss": loss}
     if y is not None: res.update({k: float(f(y, p)) for k, f in self.metrics.items()})
     return res
