@@ -238,3 +238,17 @@ def test_pretrain_and_finetune_cli(tmp_path, capsys):
         assert "distill" in capsys.readouterr().err
     finally:
         COMMANDS.clear(); COMMANDS.update(saved)
+
+
+@pytest.mark.parametrize("arch,preset", [("bert", "small"), ("roformer", "small"), ("modernbert", "small"),
+                                         ("modernbert", "base")])
+def test_larger_presets_train_and_round_trip(tmp_path, arch, preset):
+    "The presets meant for a GPU go through the same code path on the CPU: one finetuning epoch, save, reload, predict."
+    task = toy_task(24, seed=5)
+    res = finetune(task, config=tc(1, batch_size=8, valid_frac=0.25, num_threads=2), arch=arch, preset=preset,
+                   out_dir=tmp_path/"ft")
+    assert np.isfinite(res.history.train_loss).all() and np.isfinite(res.history.valid_loss).all()
+    m, tok, scaler = load_finetuned(tmp_path/"ft")
+    assert (m.config.arch, m.config.preset) == (arch, preset)
+    p = predict(m, tok, task, scaler)
+    np.testing.assert_allclose(p, predict(res.model, res.tokenizer, task, scaler), rtol=1e-5, atol=1e-6)
