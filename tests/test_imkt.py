@@ -231,9 +231,9 @@ def test_pretrain_and_finetune_cli(tmp_path, capsys):
         assert model.config.task == "mlm" and (out/"excluded_formulas.txt").exists()
         res_dir = tmp_path/"res"
         assert main(["finetune", "--task", "ricci_transport", "--model", str(out), "--n-max", "120", "--epochs", "2",
-                     "--batch-size", "32", "--out", str(res_dir), "--device", "cpu", "--quiet"]) == 0
+                     "--batch-size", "32", "--out", str(res_dir), "--device", "cpu", "--quiet", "--threads", "1"]) == 0
         r = json.loads((res_dir/"results.json").read_text())
-        assert "clean" in r["protocol"] and len(r["folds"]) == 1
+        assert "clean" in r["protocol"] and len(r["folds"]) == 1 and r["params"]["num_threads"] == 1
         assert main(["pretrain", "--stage", "distill"]) == 2
         assert "distill" in capsys.readouterr().err
     finally:

@@ -1,6 +1,6 @@
 """Repository layout and configuration that the tools rely on (fast; no notebooks run)."""
 from __future__ import annotations
-import configparser, os, re, stat, subprocess, sys
+import configparser, json, os, re, stat, subprocess, sys
 from pathlib import Path
 
 import pytest, yaml
@@ -100,3 +100,20 @@ def test_readme_benchmark_numbers_come_from_results():
         assert res.model == "baseline-magpie-rf"
         d = len(mean.split(".")[1])   # the README rounds to the decimals it shows
         assert f"{res.mean():.{d}f}" == mean and f"{res.std():.{d}f}" == std, (task, res.mean(), res.std())
+
+
+def test_readme_imkt_numbers_come_from_the_ablation():
+    "The README's best language model per task is the best committed ablation record, quoted with its change vs the baseline."
+    import re
+    summ = json.loads((ROOT/"benchmarks/results/imkt_ablation/summary.json").read_text())["rows"]
+    rows = re.findall(r"^\| (\w+) \| `(clm-[^`]+)` \| ([\d.]+) ± ([\d.]+) \| ([+-][\d.]+) % \|", (ROOT/"README.md").read_text(), re.M)
+    assert len(rows) == 6, rows
+    for task, cfg, mean, std, change in rows:
+        mine = [r for r in summ if r["task"] == f"matbench_{task}" and r["source"].startswith("this run")
+                and not re.search(r"-seed\d+$", r["model"])]
+        best = min(mine, key=lambda r: r["mae_mean"])
+        base = next(r for r in summ if r["task"] == f"matbench_{task}" and "mmlit baseline" in r["model"])
+        d = len(mean.split(".")[1])
+        assert best["model"] == cfg, (task, best["model"], cfg)
+        assert (f"{best['mae_mean']:.{d}f}", f"{best['mae_std']:.{d}f}") == (mean, std), (task, best)
+        assert f"{(best['mae_mean'] / base['mae_mean'] - 1) * 100:+.1f}" == change, (task, best, base)
