@@ -252,3 +252,36 @@ def test_larger_presets_train_and_round_trip(tmp_path, arch, preset):
     assert (m.config.arch, m.config.preset) == (arch, preset)
     p = predict(m, tok, task, scaler)
     np.testing.assert_allclose(p, predict(res.model, res.tokenizer, task, scaler), rtol=1e-5, atol=1e-6)
+
+
+_BUILD_STAGE = """
+import json, os, sys, torch
+torch.set_num_threads(1)
+import mmlit.comp.finetune as ft
+from mmlit.comp.finetune import ImKTConfig, pretrain_imkt
+build = ft._build_stage
+def logged_build(cfg, stage, path, *a):   # record every build of a stage, by process
+    with open(sys.argv[2], "a") as f: f.write(f"{os.getpid()} {stage}\\n")
+    return build(cfg, stage, path, *a)
+ft._build_stage = logged_build
+cfg = ImKTConfig(stages="mlm+ft", mlm_sources=("ricci",), mlm_max_size=600, mlm_epochs=6, batch_size=16, protocol="none",
+                 device="cpu", progress=False, out_dir=sys.argv[1])
+print(json.dumps({k: str(v) for k, v in pretrain_imkt(cfg).items()}))
+"""
+
+def test_parallel_processes_share_one_stage_build(tmp_path):
+    "Two processes asking for the same pretraining stage at once: one trains, the other waits and reuses it."
+    import subprocess, sys, os
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MMLIT_CACHE": str(tmp_path/"cache")}
+    log = tmp_path/"builds.txt"
+    procs = [subprocess.Popen([sys.executable, "-c", _BUILD_STAGE, str(tmp_path/"stages"), str(log)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs): assert p.returncode == 0, err[-2000:]
+    paths = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    assert paths[0] == paths[1]
+    assert len(log.read_text().splitlines()) == 1, log.read_text()   # built by one process only
+    mlm = Path(paths[0]["mlm"])
+    assert read_stage(mlm) and len(pd.read_csv(mlm/"history.csv")) == 6   # trained once, not twice into one folder
+    m, tok = load_composition_model(mlm)
+    assert m.config.task == "mlm"

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 from fastcore.script import call_parse
+from filelock import FileLock
 
 from ..core import ConfigError, DataError, cache_dir, seed_everything, default_device
 from ..data.core import Dataset
@@ -187,6 +188,23 @@ def stage_key(cfg:ImKTConfig, stage:str, parent:str|None, excluded:set) -> str:
     return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 # %% ../../nbs/16_comp.finetune.ipynb #8344ec26
+def _build_stage(cfg:ImKTConfig, stage:str, path:Path, init, excluded:set):
+    "Train one pretraining stage into `path` (MLM or alignment), starting from `init` (None or a stage directory)."
+    tc = cfg.train_config(stage)
+    if stage == "mlm":
+        corpus = composition_corpus(cfg.mlm_sources and list(cfg.mlm_sources), excluded, cfg.mlm_max_size, cfg.seed)
+        pretrain_mlm(corpus, tc, init=init, arch=cfg.arch, preset=cfg.preset, mask_prob=cfg.mask_prob,
+                     weighting=cfg.weighting, out_dir=path)
+    else:
+        corpus = alignment_corpus(cfg.align_sources and list(cfg.align_sources), sorted(excluded), cfg.n_structures,
+                                  cfg.seed, progress=cfg.progress)
+        align(corpus, resolve_teachers(cfg.teachers, "cpu" if tc.cpu else None), tc, init=init, arch=cfg.arch,
+              preset=cfg.preset, cosine_weight=cfg.cosine_weight, out_dir=path, progress=cfg.progress)
+    leak = exclusion_set(corpus) & excluded
+    if leak: raise RuntimeError(f"internal error: {len(leak)} excluded formulas in the {stage} corpus: {sorted(leak)[:5]}")
+    (path/"excluded_formulas.txt").write_text("\n".join(sorted(excluded)))
+    (path/"corpus_formulas.txt").write_text("\n".join(sorted(exclusion_set(corpus))))
+
 def pretrain_imkt(cfg:ImKTConfig, exclude=None, # the task Dataset (or formulas) kept out of pretraining
                  ) -> dict:
     "Run (or reuse) the pretraining stages of `cfg`; returns {stage: directory}."
@@ -195,22 +213,9 @@ def pretrain_imkt(cfg:ImKTConfig, exclude=None, # the task Dataset (or formulas)
     for stage in [s for s in cfg.stages if s != "finetune"]:
         key = stage_key(cfg, stage, parent, excluded)
         path = cfg.root/f"{stage}-{key}"
-        if not read_stage(path):
-            tc = cfg.train_config(stage)
-            if stage == "mlm":
-                corpus = composition_corpus(cfg.mlm_sources and list(cfg.mlm_sources), excluded, cfg.mlm_max_size, cfg.seed)
-                pretrain_mlm(corpus, tc, init=parent and paths[parent_stage], arch=cfg.arch, preset=cfg.preset,
-                             mask_prob=cfg.mask_prob, weighting=cfg.weighting, out_dir=path)
-            else:
-                corpus = alignment_corpus(cfg.align_sources and list(cfg.align_sources), sorted(excluded), cfg.n_structures,
-                                          cfg.seed, progress=cfg.progress)
-                align(corpus, resolve_teachers(cfg.teachers, "cpu" if tc.cpu else None), tc,
-                      init=parent and paths[parent_stage], arch=cfg.arch, preset=cfg.preset,
-                      cosine_weight=cfg.cosine_weight, out_dir=path, progress=cfg.progress)
-            leak = exclusion_set(corpus) & excluded
-            if leak: raise RuntimeError(f"internal error: {len(leak)} excluded formulas in the {stage} corpus: {sorted(leak)[:5]}")
-            (path/"excluded_formulas.txt").write_text("\n".join(sorted(excluded)))
-            (path/"corpus_formulas.txt").write_text("\n".join(sorted(exclusion_set(corpus))))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{path}.lock"):   # another process building the same stage: wait for it, then reuse it
+            if not read_stage(path): _build_stage(cfg, stage, path, paths[parent_stage] if parent else None, excluded)
         paths[stage], parent, parent_stage = path, key, stage
     return paths
 
