@@ -103,8 +103,8 @@ def alignment_targets(structures:Dataset, # Dataset with `structures` (e.g. `ali
                       progress:bool=True,
                      ) -> tuple[np.ndarray, np.ndarray, TeacherTargets]:
     "(standardized targets (n, sum dims), mask (n, n_teachers), fitted `TeacherTargets`)."
-    tt = targets or TeacherTargets(teachers).fit(structures, progress=progress)
-    z = tt.transform(structures, progress=progress)
+    if targets is None: tt = TeacherTargets(teachers); z = tt.fit_transform(structures, progress=progress)
+    else: tt = targets; z = tt.transform(structures, progress=progress)
     Y = np.concatenate([z[n][0] for n in tt.names], 1).astype(np.float32)
     M = np.stack([z[n][1] for n in tt.names], 1)
     return Y, M, tt
@@ -192,8 +192,8 @@ def align(corpus:Dataset, # structures + formulas (`alignment_corpus(...)`)
     dims = {t.name: t.dim for t in teachers}
     model, tokenizer = _aligner(init, tokenizer, arch, preset, dims, cosine_weight, config.seed, **model_kwargs)
     comps = [corpus.compositions[i] for i in keep]
-    mk = lambda idx: CompositionDataset([comps[i] for i in idx], tokenizer, targets=Y[keep][idx],
-                                        extra={"teacher_mask": M[keep][idx].astype(np.float32)},
+    mk = lambda idx: CompositionDataset([comps[i] for i in idx], tokenizer, targets=Y[keep[idx]],
+                                        extra={"teacher_mask": M[keep[idx]].astype(np.float32)},
                                         ids=[corpus.ids[keep[i]] for i in idx])
     tr_idx, va_idx = _split(len(keep), valid_frac, config.seed)
     train_ds, valid_ds = mk(tr_idx), (mk(va_idx) if len(va_idx) else None)

@@ -200,10 +200,11 @@ def _build_stage(cfg:ImKTConfig, stage:str, path:Path, init, excluded:set):
                                   cfg.seed, progress=cfg.progress)
         align(corpus, resolve_teachers(cfg.teachers, "cpu" if tc.cpu else None), tc, init=init, arch=cfg.arch,
               preset=cfg.preset, cosine_weight=cfg.cosine_weight, out_dir=path, progress=cfg.progress)
-    leak = exclusion_set(corpus) & excluded
-    if leak: raise RuntimeError(f"internal error: {len(leak)} excluded formulas in the {stage} corpus: {sorted(leak)[:5]}")
+    used = exclusion_set(corpus)
+    if leak := used & excluded:
+        raise RuntimeError(f"internal error: {len(leak)} excluded formulas in the {stage} corpus: {sorted(leak)[:5]}")
     (path/"excluded_formulas.txt").write_text("\n".join(sorted(excluded)))
-    (path/"corpus_formulas.txt").write_text("\n".join(sorted(exclusion_set(corpus))))
+    (path/"corpus_formulas.txt").write_text("\n".join(sorted(used)))
 
 def pretrain_imkt(cfg:ImKTConfig, exclude=None, # the task Dataset (or formulas) kept out of pretraining
                  ) -> dict:

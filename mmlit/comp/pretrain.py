@@ -37,6 +37,8 @@ class StageResult:
     info: dict = field(default_factory=dict)  # sizes, timings, settings (also in stage.json)
     trainer: Trainer|None = None
 
+    def __post_init__(self): self.model = self.model.to("cpu")   # results live on the CPU, whatever trained them
+
     @property
     def first_loss(self) -> float: return float(self.history.train_loss.iloc[0])
     @property
@@ -75,8 +77,7 @@ def run_stage(stage:str, model:nn.Module, train_ds, valid_ds, collate_fn, config
     hist = tr.fit(resume=out_dir is not None)
     if out_dir is not None:   # keep history and plot, drop the (large) resumable state
         shutil.rmtree(work/"checkpoints", ignore_errors=True); (work/"best.pt").unlink(missing_ok=True)
-    tr.model = tr.unwrapped.to("cpu")
-    return hist, tr, time.time() - t0
+    return hist, tr, time.time() - t0   # the model stays on the trainer's device until the stage's `StageResult`
 
 # %% ../../nbs/13_comp.pretrain.ipynb #7f7b21ae
 class MaskedLMObjective(nn.Module):

@@ -297,12 +297,16 @@ class TeacherTargets:
 
 # %% ../../nbs/14_comp.teachers.ipynb #25756fdf
 @patch
-def fit(self:TeacherTargets, structures, ids=None, progress=True) -> TeacherTargets:
-    "Fit per-dimension mean/std of every teacher on `structures` (a Dataset or list)."
-    for name, (e, m) in self.embed(structures, ids, progress).items():
+def _fit_raw(self:TeacherTargets, raw:dict) -> TeacherTargets:
+    for name, (e, m) in raw.items():
         if not m.any(): raise DataError(f"teacher {name!r} knows none of the {len(m)} structures: cannot fit its statistics")
         self.stats[name] = (e[m].mean(0), np.maximum(e[m].std(0), self.eps), int(m.sum()))
     return self
+
+@patch
+def fit(self:TeacherTargets, structures, ids=None, progress=True) -> TeacherTargets:
+    "Fit per-dimension mean/std of every teacher on `structures` (a Dataset or list)."
+    return self._fit_raw(self.embed(structures, ids, progress))
 
 @patch
 def _check_fitted(self:TeacherTargets):
@@ -310,18 +314,23 @@ def _check_fitted(self:TeacherTargets):
         raise ConfigError(f"TeacherTargets not fitted for {missing}: call fit() or load()")
 
 @patch
-def transform(self:TeacherTargets, structures, ids=None, progress=True) -> dict:
-    "{name: (standardized targets float32 [n, dim] with zeros where missing, mask bool [n])}."
+def _standardize(self:TeacherTargets, raw:dict) -> dict:
     self._check_fitted(); out = {}
-    for name, (e, m) in self.embed(structures, ids, progress).items():
+    for name, (e, m) in raw.items():
         mu, sd, _ = self.stats[name]
         out[name] = (np.where(m[:, None], (e - mu) / sd, 0).astype(np.float32), m)
     return out
 
 @patch
+def transform(self:TeacherTargets, structures, ids=None, progress=True) -> dict:
+    "{name: (standardized targets float32 [n, dim] with zeros where missing, mask bool [n])}."
+    return self._standardize(self.embed(structures, ids, progress))
+
+@patch
 def fit_transform(self:TeacherTargets, structures, ids=None, progress=True) -> dict:
-    "`fit` then `transform` (embeddings come from the teachers' caches the second time)."
-    return self.fit(structures, ids, progress).transform(structures, ids, progress)
+    "`fit` then `transform`, embedding the structures once (some teachers, e.g. ALIGNN's matcher, keep no cache)."
+    raw = self.embed(structures, ids, progress)
+    return self._fit_raw(raw)._standardize(raw)
 
 @patch
 def inverse_transform(self:TeacherTargets, name:str, z:np.ndarray) -> np.ndarray:
