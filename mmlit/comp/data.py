@@ -13,6 +13,7 @@ import torch
 from transformers import DataCollatorForLanguageModeling
 
 from ..core import ConfigError, DataError, shared_data_dir
+from ..train.data import pad_collate
 from ..data.core import Dataset
 from ..data.composition import reduced_formula
 from .tokenizer import CompositionTokenizer
@@ -100,14 +101,9 @@ class MLMCollator:
         self.tokenizer, self.mask_prob = tokenizer, mask_prob
         self.collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mask_prob, return_tensors="pt")
 
-    def _pad(self, items):
-        out = self.tokenizer.pad([{k: v for k, v in it.items() if k != "labels"} for it in items], return_tensors="pt")
-        out["labels"] = torch.nn.utils.rnn.pad_sequence([torch.as_tensor(it["labels"]) for it in items],
-                                                        batch_first=True, padding_value=-100)
-        return dict(out)
-
     def __call__(self, items:list) -> dict:
-        return self._pad(items) if "labels" in items[0] else dict(self.collator(items))
+        if "labels" in items[0]: return pad_collate(items, self.tokenizer.pad_token_id)   # already masked: pad only
+        return dict(self.collator(items))
 
 # %% ../../nbs/12_comp.data.ipynb #e316e7d3
 class PremaskedDataset(torch.utils.data.Dataset):

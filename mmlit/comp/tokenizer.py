@@ -12,7 +12,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors, decoders
 from transformers import PreTrainedTokenizerFast, BatchEncoding
 
 from ..core import CompositionError, ConfigError
-from ..data.composition import parse_composition, ELEMENT_SYMBOLS
+from ..data.composition import parse_composition, electronegativity_key, ELEMENT_SYMBOLS
 
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'ELEMENTS', 'DIGIT_TOKENS', 'ORDERS', 'build_vocab', 'amount_to_tokens', 'tokens_to_amount',
@@ -53,19 +53,11 @@ def tokens_to_amount(toks:list[str]) -> float:
     return float(s)
 
 # %% ../../nbs/10_comp.tokenizer.ipynb #e0aeb7d2
-def _electronegativities() -> dict[str, float]:
-    "Pauling electronegativity per symbol, `inf` where pymatgen has none (noble gases, superheavy elements)."
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        xs = {s: Element(s).X for s in ELEMENTS}
-    return {s: (x if math.isfinite(x) else math.inf) for s, x in xs.items()}
-_EN_KEY = {s: (x, z) for z, (s, x) in enumerate(_electronegativities().items(), 1)}  # sort key: (X, Z)
-
 def _symbols(c:Composition, order:str) -> list[str]:
     "Element symbols of `c` in the requested order."
     if order == "as_given": return [str(getattr(e, "symbol", e)) for e in c]
     if order == "electronegativity":
-        return sorted((e.symbol for e in c.elements), key=_EN_KEY.__getitem__)
+        return sorted((e.symbol for e in c.elements), key=electronegativity_key)
     if order == "alphabetical": f = c.alphabetical_formula
     elif order == "hill": f = c.hill_formula
     else: raise ConfigError(f"unknown element order {order!r}; choose one of {ORDERS}")

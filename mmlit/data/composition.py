@@ -13,8 +13,8 @@ from pymatgen.core.periodic_table import DummySpecies, Species
 from ..core import CompositionError
 
 # %% auto #0
-__all__ = ['MAX_AMOUNT', 'MIN_AMOUNT', 'MAX_FORMULA_LEN', 'ELEMENT_SYMBOLS', 'parse_composition', 'normalize_formula',
-           'reduced_formula', 'fractional_composition', 'is_valid_composition']
+__all__ = ['MAX_AMOUNT', 'MIN_AMOUNT', 'MAX_FORMULA_LEN', 'ELEMENT_SYMBOLS', 'electronegativity_key', 'parse_composition',
+           'normalize_formula', 'reduced_formula', 'fractional_composition', 'is_valid_composition']
 
 # %% ../../nbs/01_data.composition.ipynb #8ba9925f
 MAX_AMOUNT = 1e6        # most atoms of one element in a composition
@@ -31,6 +31,10 @@ with warnings.catch_warnings():  # pymatgen warns about missing electronegativit
     # canonical element order: pymatgen's (electronegativity), ties and missing values broken by Z
     _ORDER = {e.symbol: ((e.X if not math.isnan(e.X) else math.inf), e.Z) for e in _ELEMENTS}
 ELEMENT_SYMBOLS = tuple(e.symbol for e in _ELEMENTS)  # the 118 real elements, by Z (no D/T isotopes, no dummies)
+
+def electronegativity_key(symbol:str) -> tuple[float, int]:
+    "Sort key of the canonical element order: (Pauling electronegativity, inf where unknown; Z)."
+    return _ORDER[symbol]
 
 # %% ../../nbs/01_data.composition.ipynb #b2c75c6b
 def _show(x, n=120) -> str:
