@@ -14,7 +14,7 @@ Usage (one torch thread; the machine is shared):
 Finished configurations are skipped on re-runs (delete their folder to re-run one).
 """
 from __future__ import annotations
-import argparse, datetime as dt, json, os, platform, sys, time
+import argparse, datetime as dt, functools, json, os, sys, time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -24,7 +24,7 @@ import torch
 
 torch.set_num_threads(1)
 
-from mmlit.bench.core import save_bench, load_leaderboard, compare_leaderboard, COMPARE_WITH
+from mmlit.bench.core import save_bench, load_leaderboard
 from mmlit.data.external import load_matbench
 from mmlit.comp.finetune import ImKTConfig, run_imkt
 from mmlit.comp.align import alignment_corpus, resolve_teachers
@@ -48,12 +48,10 @@ def default_plan(arch="bert"):
     return plan
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"): return line.split(":", 1)[1].strip()
-    except OSError: pass
-    return platform.processor() or "unknown"
+@functools.lru_cache(maxsize=None)
+def task_data(task:str):
+    "A matbench task, loaded (and validated) once per process."
+    return load_matbench(task)
 
 
 def structure_pool(n:int, seed:int, teachers) -> "Dataset":
@@ -85,7 +83,7 @@ def stage_records(paths:dict) -> dict:
 
 
 def run_one(task:str, arch:str, stages:str, args, pool, log) -> dict:
-    ds = load_matbench(task)
+    ds = task_data(task)
     cfg = ImKTConfig(stages=stages, arch=arch, preset=args.preset, batch_size=args.batch_size,
                      mlm_max_size=args.mlm_max, mlm_epochs=args.mlm_epochs,
                      teachers=tuple(args.teachers), align_sources=(pool,) if pool is not None else None,
@@ -98,8 +96,7 @@ def run_one(task:str, arch:str, stages:str, args, pool, log) -> dict:
     bench = res.bench
     name = cfg.name + args.tag
     d = OUT/task/name
-    save_bench(bench, d, plot=False)
-    (d/"matbench_results.json.gz").unlink(missing_ok=True)      # keep the committed folder small
+    save_bench(bench, d, plot=False, matbench=False)      # keep the committed folder small
     m = res.models[0].result
     rec = dict(task=f"matbench_{task}", config=name, tag=args.tag, arch=arch, preset=args.preset, stages=stages,
                n_params=int(count_parameters(m.model)), n_rows=len(ds), folds=list(args.folds),
@@ -111,8 +108,7 @@ def run_one(task:str, arch:str, stages:str, args, pool, log) -> dict:
                            align_epochs=args.align_epochs, n_structures_pool=None if pool is None else len(pool),
                            teachers=list(args.teachers)),
                stages_detail=stage_records(res.stage_paths), protocol=bench.protocol,
-               wall_time_s=wall, cpu_time_s=cpu, hardware=f"{hardware_info()}; CPU model {cpu_model()}; torch threads "
-                                                            f"{torch.get_num_threads()}",
+               wall_time_s=wall, cpu_time_s=cpu, hardware=f"{hardware_info()}; torch threads {torch.get_num_threads()}",
                finished=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     (d/"ablation.json").write_text(json.dumps(rec, indent=1, default=str))
     log(f"{task} {name}: MAE {rec['mae_mean']:.4g} ± {rec['mae_std']:.3g}, MAD:MAE {rec['mad_mae_mean']:.3g}, "
@@ -192,7 +188,7 @@ def main(argv=None):
         s = f"[{dt.datetime.now(dt.timezone.utc):%H:%M:%S}] {msg}"; print(s, flush=True); logf.write(s + "\n"); logf.flush()
     if args.summary_only: summarize(); return
     plan = [tuple(x.split(":")) for x in args.only] if args.only else default_plan(args.arch)
-    info = dict(hardware=f"{hardware_info()}; CPU model {cpu_model()}; {os.cpu_count()} cores, 1 torch thread per process "
+    info = dict(hardware=f"{hardware_info()}; 1 torch thread per process "
                          f"(machine shared with other jobs)",
                 budget=dict(preset=args.preset, batch_size=args.batch_size, folds=args.folds, ft_epochs=args.ft_epochs,
                             patience=args.patience, mlm_max_size=args.mlm_max, mlm_epochs=args.mlm_epochs,
@@ -225,7 +221,7 @@ def main(argv=None):
     for task, arch, stages in plan:
         name = ImKTConfig(stages=stages, arch=arch, preset=args.preset).name + args.tag
         if (OUT/task/name/"ablation.json").exists(): log(f"skip {task} {name} (done)"); continue
-        est = rate * len(load_matbench(task)) * (1 if stages == "ft" else 1.3)
+        est = rate * len(task_data(task)) * (1 if stages == "ft" else 1.3) if deadline is not None else 0.0
         if deadline is not None and dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=est) > deadline:
             log(f"not started {task} {name}: estimated {est:.0f} s would pass the deadline {args.deadline}"); continue
         if "align" in stages and pool is None:

@@ -214,7 +214,9 @@ def plot_bench(result:BenchResult, leaderboard:pd.DataFrame|None=None, # default
     return fig
 
 # %% ../../nbs/60_bench.core.ipynb #31e9d259
-def save_bench(result:BenchResult, out:str|Path, leaderboard:pd.DataFrame|None=None, plot:bool=True) -> dict:
+def save_bench(result:BenchResult, out:str|Path, leaderboard:pd.DataFrame|None=None, plot:bool=True,
+               matbench:bool=True, # also write matbench's results file (every prediction again, hashed)
+              ) -> dict:
     "Write JSON, Markdown, predictions, matbench file and plot of `result` into folder `out`; returns the paths."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     lb = load_leaderboard() if leaderboard is None else leaderboard
@@ -226,7 +228,7 @@ def save_bench(result:BenchResult, out:str|Path, leaderboard:pd.DataFrame|None=N
     pd.DataFrame([dict(id=i, fold=f.fold, y_true=t, y_pred=p) for f in result.folds for i, t, p in zip(f.ids, f.y_true, f.y_pred)]
                 ).to_csv(out/"predictions.csv.gz", index=False)
     paths["predictions"] = out/"predictions.csv.gz"
-    paths["matbench"] = result.to_matbench_file(out/"matbench_results.json.gz")
+    if matbench: paths["matbench"] = result.to_matbench_file(out/"matbench_results.json.gz")
     if plot:
         fig = plot_bench(result, lb, path=out/"bench.png"); plt.close(fig); paths["plot"] = out/"bench.png"
     return paths
