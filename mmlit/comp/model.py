@@ -198,7 +198,8 @@ class CompositionPreTrainedModel(PreTrainedModel):
 
     def _check_inputs(self, input_ids, attention_mask):
         if input_ids is None: raise MmlitInputError("input_ids are required")
-        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
+        # one device->host sync per batch (the min/max for the message only on the error path)
+        if input_ids.numel() and ((input_ids < 0) | (input_ids >= self.config.vocab_size)).any():
             raise MmlitInputError(f"token ids in [{int(input_ids.min())}, {int(input_ids.max())}] are outside the model's "
                                   f"vocabulary of {self.config.vocab_size}: tokenizer and model do not match")
         if attention_mask is None: attention_mask = (input_ids != self.config.pad_token_id).long()
@@ -223,7 +224,7 @@ def _check_weight(sample_weight, n, like):
     if sample_weight is None: return torch.ones(n, dtype=like.dtype, device=like.device)
     w = torch.as_tensor(sample_weight, dtype=like.dtype, device=like.device).reshape(-1)
     if w.shape[0] != n: raise MmlitInputError(f"sample_weight has {w.shape[0]} entries for a batch of {n}")
-    if not torch.isfinite(w).all() or (w < 0).any(): raise MmlitInputError("sample_weight must be finite and >= 0")
+    if not (torch.isfinite(w) & (w >= 0)).all(): raise MmlitInputError("sample_weight must be finite and >= 0")
     return w
 
 def weighted_mlm_loss(logits:torch.Tensor, # (batch, seq, vocab)
