@@ -266,7 +266,8 @@ class ImKTModel:
     def predict(self, test) -> np.ndarray:
         if self.result is None: raise ConfigError("call fit() before predict()")
         r = self.result
-        with torch_threads(self.config.num_threads): return predict(r.model, r.tokenizer, test, r.info["target_scaler"])
+        with torch_threads(self.config.num_threads):   # on the device the model was configured for, as in fit
+            return predict(r.model, r.tokenizer, test, r.info["target_scaler"], device=self.config.device)
 
     def protocol(self) -> str:
         if self.init is not None: return f"finetuned from {self.init}"
