@@ -20,14 +20,15 @@ from transformers.models.roformer.modeling_roformer import RoFormerOnlyMLMHead
 from transformers.models.modernbert.modeling_modernbert import ModernBertPredictionHead
 
 from ..core import ConfigError, MmlitInputError
+from ..train.losses import REGRESSION_LOSSES, check_sample_weight, weighted_target_loss
 from .tokenizer import CompositionTokenizer, build_vocab, ELEMENTS
 
 # %% auto #0
-__all__ = ['PRESETS', 'ARCHS', 'TASKS', 'ELEMENT_VECTORS', 'POOLINGS', 'REGRESSION_LOSSES', 'CompositionModelConfig',
-           'element_vector_table', 'ElementVectorEmbedding', 'build_backbone', 'pool', 'CompositionPreTrainedModel',
-           'weighted_mlm_loss', 'weighted_target_loss', 'CompositionForMaskedLM', 'CompositionOutput',
-           'CompositionForPrediction', 'model_class', 'build_model', 'check_tokenizer', 'count_parameters',
-           'preset_parameter_counts', 'save_composition_model', 'load_composition_model', 'from_backbone']
+__all__ = ['PRESETS', 'ARCHS', 'TASKS', 'ELEMENT_VECTORS', 'POOLINGS', 'CompositionModelConfig', 'element_vector_table',
+           'ElementVectorEmbedding', 'build_backbone', 'pool', 'CompositionPreTrainedModel', 'weighted_mlm_loss',
+           'CompositionForMaskedLM', 'CompositionOutput', 'CompositionForPrediction', 'model_class', 'build_model',
+           'check_tokenizer', 'count_parameters', 'preset_parameter_counts', 'save_composition_model',
+           'load_composition_model', 'from_backbone']
 
 # %% ../../nbs/11_comp.model.ipynb #9f769b29
 PRESETS = {
@@ -52,7 +53,7 @@ TASKS = ("mlm", "regression", "classification")
 ELEMENT_VECTORS = ("magpie", "mat2vec", "matscholar", "matscibert", "crystallm", "chemeleon", "orb_v2", "mace_mp0",
                    "sevennet", "chgnet", "skipatom", "megnet16", "oliynyk", "xenonpy", "cgnf")  # shipped in elementembeddings
 POOLINGS = ("cls", "mean")
-REGRESSION_LOSSES = ("mse", "l1", "huber")
+
 
 # %% ../../nbs/11_comp.model.ipynb #759d243b
 class CompositionModelConfig(PreTrainedConfig):
@@ -220,40 +221,14 @@ class CompositionPreTrainedModel(PreTrainedModel):
         return pool(out.last_hidden_state, attention_mask, pooling or self.config.pooling)
 
 # %% ../../nbs/11_comp.model.ipynb #d7502955
-def _check_weight(sample_weight, n, like):
-    if sample_weight is None: return torch.ones(n, dtype=like.dtype, device=like.device)
-    w = torch.as_tensor(sample_weight, dtype=like.dtype, device=like.device).reshape(-1)
-    if w.shape[0] != n: raise MmlitInputError(f"sample_weight has {w.shape[0]} entries for a batch of {n}")
-    if not (torch.isfinite(w) & (w >= 0)).all(): raise MmlitInputError("sample_weight must be finite and >= 0")
-    return w
-
 def weighted_mlm_loss(logits:torch.Tensor, # (batch, seq, vocab)
                       labels:torch.Tensor, # (batch, seq), -100 where not masked
                       sample_weight:torch.Tensor|None=None, # (batch,)
                      ) -> torch.Tensor:
     "Cross-entropy over masked tokens, each weighted by its sequence's weight (token-averaged)."
     ce = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="none").view(labels.shape)
-    w = _check_weight(sample_weight, labels.shape[0], ce)[:, None] * (labels != -100)
+    w = check_sample_weight(sample_weight, labels.shape[0], ce)[:, None] * (labels != -100)
     return (ce*w).sum() / w.sum().clamp(min=1e-12)
-
-def weighted_target_loss(pred:torch.Tensor, # (batch, targets) predictions (logits for classification)
-                         labels:torch.Tensor, # (batch, targets) or (batch,); NaN = missing
-                         kind:str="mse", # "mse", "l1", "huber" or "bce"
-                         sample_weight:torch.Tensor|None=None, # (batch,)
-                        ) -> torch.Tensor:
-    "Mean loss over the observed (non-NaN) targets, weighted per sample."
-    labels = labels.to(pred.dtype).reshape(pred.shape)
-    seen = ~torch.isnan(labels)
-    y = torch.where(seen, labels, torch.zeros_like(labels))
-    if kind == "bce":
-        if ((y != 0) & (y != 1) & seen).any(): raise MmlitInputError("classification labels must be 0 or 1 (or NaN for missing)")
-        l = F.binary_cross_entropy_with_logits(pred, y, reduction="none")
-    elif kind == "mse": l = F.mse_loss(pred, y, reduction="none")
-    elif kind == "l1": l = F.l1_loss(pred, y, reduction="none")
-    elif kind == "huber": l = F.huber_loss(pred, y, reduction="none")
-    else: raise ConfigError(f"unknown loss {kind!r}")
-    w = _check_weight(sample_weight, pred.shape[0], l)[:, None] * seen
-    return (l*w).sum() / w.sum().clamp(min=1e-12)
 
 # %% ../../nbs/11_comp.model.ipynb #6b79985a
 def _build_mlm_head(config:CompositionModelConfig) -> nn.Module:
