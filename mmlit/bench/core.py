@@ -4,7 +4,7 @@
 
 # %% ../../nbs/60_bench.core.ipynb #2e146e51
 from __future__ import annotations
-import json, time
+import inspect, json, time
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -23,18 +23,23 @@ from ..data.core import Dataset
 from ..metrics import BenchResult, FoldResult, _md_table, hardware_info
 
 # %% auto #0
-__all__ = ['MODELS', 'MATBENCH_PROTOCOL', 'LEADERBOARD_FILE', 'COMPARE_WITH', 'register_model', 'make_model', 'run_matbench',
-           'run_holdout', 'load_leaderboard', 'compare_leaderboard', 'parity_plot', 'plot_bench', 'save_bench',
-           'load_bench', 'parse_folds', 'bench_cli']
+__all__ = ['MODELS', 'STRUCTURE_MODELS', 'MATBENCH_PROTOCOL', 'LEADERBOARD_FILE', 'COMPARE_WITH', 'register_model', 'make_model',
+           'run_matbench', 'run_holdout', 'run_split', 'load_leaderboard', 'compare_leaderboard', 'parity_plot',
+           'plot_bench', 'save_bench', 'load_bench', 'parse_folds', 'bench_cli']
 
 # %% ../../nbs/60_bench.core.ipynb #939b8450
 MODELS: dict = {}
 
+STRUCTURE_MODELS: set = set()   # names of models that read crystal structures (the CLI loads structure tasks for them)
+
 def register_model(name:str, # the name used on the command line
                    factory:Callable, # `factory(**kw)` -> unfitted model
-                   description:str=""):
+                   description:str="",
+                   needs_structures:bool=False, # the model reads `Dataset.structures`
+                  ):
     "Make a model available to `make_model`, `run_matbench` scripts and the CLI."
     MODELS[name] = (factory, description)
+    if needs_structures: STRUCTURE_MODELS.add(name)
 
 def make_model(name:str, **kw):
     "A fresh model by registry name; `kw` (n_estimators, n_jobs, seed, progress ...) go to its factory."
@@ -66,6 +71,19 @@ for _arch in ("bert", "roformer", "modernbert"):
         for _stages in ("ft", "mlm+ft", "align+ft", "mlm+align+ft"):
             _name = f"clm-{_arch}-{_preset}-{_stages}"
             register_model(_name, _clm_factory(_name), f"chemical language model ({_arch}, {_preset}), imKT stages {_stages}")
+
+# %% ../../nbs/60_bench.core.ipynb #bstruct2
+def _graph_factory(arch, preset):
+    def f(n_estimators=None, n_jobs=1, seed=0, progress=True, **kw):
+        from mmlit.struct.models import GraphModel   # lazy: torch-geometric only when a graph model is built
+        return GraphModel(arch, preset, seed=seed, progress=progress, n_jobs=n_jobs, **kw)
+    return f
+
+for _name, _arch, _preset, _d in [("cgcnn", "cgcnn", "paper", "CGCNN (Xie & Grossman 2018): 3 convolutions, 64 hidden"),
+                                  ("alignn", "alignn", "full", "ALIGNN-style: 4 ALIGNN + 4 GCN layers, hidden 256"),
+                                  ("alignn-small", "alignn", "small", "ALIGNN-style: 2 ALIGNN + 2 GCN layers, hidden 128"),
+                                  ("alignn-tiny", "alignn", "tiny", "ALIGNN-style: 1 + 1 layers, hidden 32 (tests, CI)")]:
+    register_model(_name, _graph_factory(_arch, _preset), f"crystal graph: {_d}", needs_structures=True)
 
 # %% ../../nbs/60_bench.core.ipynb #8a9a3a0d
 MATBENCH_PROTOCOL = ("matbench v0.1 5-fold CV on the official folds: train on fold != k (validation, if any, carved "
@@ -134,6 +152,35 @@ def run_holdout(dataset:Dataset, model_factory:Callable|str, # as in `run_matben
     res = run_matbench(ds, model_factory, folds=[0], valid_frac=valid_frac, seed=seed, progress=False)
     res.protocol = f"random hold-out: {len(te)} test rows ({test_frac:.0%}) drawn with sklearn train_test_split(random_state={seed})"
     return res
+
+# %% ../../nbs/60_bench.core.ipynb #bsplit02
+def run_split(dataset:Dataset, model_factory:Callable|str, # as in `run_matbench`
+              split_col:str="split", # `dataset.meta` column naming each row's split
+              train:str="train", valid:str|None="val", test:str="test", # split names
+              progress:bool=True) -> BenchResult:
+    "Train on the official train split (early stopping on the valid split, if any), test on the test split."
+    if dataset.meta is None or split_col not in dataset.meta:
+        raise DataError(f"{dataset.name} has no {split_col!r} column: use run_matbench (folds) or run_holdout")
+    sp = dataset.meta[split_col].astype(str).to_numpy()
+    for name in [train, test] + ([valid] if valid else []):
+        if not (sp == name).any(): raise DataError(f"{dataset.name}: no rows in split {name!r} (splits: {sorted(set(sp))})")
+    if isinstance(model_factory, str): name = model_factory; model_factory = lambda: make_model(name, progress=progress)
+    tr, te = dataset.subset(sp == train), dataset.subset(sp == test)
+    va = dataset.subset(sp == valid) if valid else None
+    t, c = time.time(), time.process_time(); model = model_factory()
+    takes_valid = len(inspect.signature(model.fit).parameters) >= 2   # models without early stopping ignore `valid`
+    model.fit(tr, va) if va is not None and takes_valid else model.fit(tr)
+    pred = np.asarray(model.predict(te), dtype=float).reshape(-1)
+    fr = FoldResult.from_arrays(0, te.ids, te.y(), pred, dataset.task_type, n_train=len(tr), params=_model_info(model)[1],
+                                wall_time=time.time() - t, cpu_time=time.process_time() - c)
+    name, params = _model_info(model)
+    return BenchResult(dataset.name, name, [fr], params=params, task_type=dataset.task_type,
+                       protocol=f"official split: train on {split_col}={train!r} ({len(tr)} rows)"
+                                + (f", early stopping on {valid!r} ({len(va)} rows)" if va is not None else "")
+                                + f", test on {test!r} ({len(te)} rows)",
+                       wall_time=fr.wall_time, cpu_time=fr.cpu_time,
+                       extra={"n_rows": len(dataset), "source": dataset.source, "units": dataset.units,
+                              "mmlit_version": mmlit.__version__})
 
 # %% ../../nbs/60_bench.core.ipynb #c9ee7742
 LEADERBOARD_FILE = "anchors/matbench_leaderboard_v0.1.csv"
@@ -268,25 +315,35 @@ def bench_cli(task:str=None, # matbench task, e.g. expt_gap or matbench_expt_gap
               n_jobs:int=2, # CPU cores for the model
               seed:int=0, # model seed
               model_kw:str=None, # JSON object of extra model settings, e.g. '{"ft_epochs": 20, "n_structures": 500}'
+              target:str=None, # target column of a multi-property structure set (e.g. heat_all for perov_5)
               quiet:bool=False, # no progress bars
              ):
-    "Run the matbench 5-fold protocol for one task and model; write results.json/.md, predictions, plot."
+    "Run the matbench 5-fold protocol (or a structure set's official split) for one task and model; write results."
     from mmlit.data.external import load_matbench
+    from mmlit.data.structures import load_structure_task
     if not task: raise ConfigError("--task is required, e.g. --task expt_gap")
     fold_list = parse_folds(folds)
     if model not in MODELS: raise ConfigError(f"unknown model {model!r}; available: {sorted(MODELS)}")
     if data is not None and not Path(data).exists(): raise DataError(f"--data file {data!r} does not exist")
-    ds = load_matbench(task, path=data)
+    if model in STRUCTURE_MODELS:
+        if data is not None: raise ConfigError(f"--data is a composition table; {model} needs structures (use --task)")
+        ds = load_structure_task(task, progress=not quiet)
+    else: ds = load_matbench(task, path=data)
+    if target is not None or len(ds.target_names) > 1:
+        if target not in ds.target_names: raise ConfigError(f"{ds.name} has targets {ds.target_names}: choose one with --target")
+        ds = ds.subset(np.isfinite(ds.y(target))); ds.targets = ds.targets[[target]]; ds.name = f"{ds.name}_{target}"
     kw = dict(n_jobs=n_jobs, seed=seed, progress=not quiet) | ({"n_estimators": n_estimators} if n_estimators else {})
     if model_kw:
         try: extra = json.loads(model_kw)
         except json.JSONDecodeError as e: raise ConfigError(f"--model_kw is not valid JSON: {model_kw!r} ({e})") from e
         if not isinstance(extra, dict): raise ConfigError(f"--model_kw must be a JSON object, got {model_kw!r}")
         kw |= extra
-    res = run_matbench(ds, lambda: make_model(model, **kw), folds=fold_list, progress=not quiet)
+    factory = lambda: make_model(model, **kw)
+    res = run_matbench(ds, factory, folds=fold_list, progress=not quiet) if ds.folds is not None else run_split(ds, factory)
     out = Path(out or Path("bench_results")/ds.name)
     paths = save_bench(res, out)
     print(_md_table(compare_leaderboard(res)[["mean", "std", "n_folds", "source"]]))
-    print(f"\n{res.model} on {res.task}: {res.metric} = {res.mean():.4g} ± {res.std():.4g} over folds {fold_list} "
+    print(f"\n{res.model} on {res.task}: {res.metric} = {res.mean():.4g} ± {res.std():.4g} "
+          f"{f'over folds {fold_list}' if ds.folds is not None else 'on the official test split'} "
           f"({res.wall_time:.0f} s wall, {res.cpu_time:.0f} s CPU; {res.hardware})\nwrote {', '.join(str(p) for p in paths.values())}")
     return res

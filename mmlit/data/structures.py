@@ -23,7 +23,7 @@ from .composition import reduced_formula
 
 # %% auto #0
 __all__ = ['SHIPPED_CORPUS_SETS', 'SHARED_CORPUS_SETS', 'parse_structures', 'structure_key', 'list_structure_sets',
-           'load_structure_set', 'spacegroup_numbers', 'structure_corpus']
+           'load_structure_set', 'load_structure_task', 'spacegroup_numbers', 'structure_corpus']
 
 # %% ../../nbs/02b_data.structures.ipynb #f1b37695
 def _parse_one(x, fmt:str) -> Structure:
@@ -188,7 +188,6 @@ def _load_csv_set(name, split, root, max_rows, on_bad, progress) -> Dataset:
 
 # %% ../../nbs/02b_data.structures.ipynb #33921a1e
 def _load_phonons(split, root, max_rows, on_bad, progress) -> Dataset:
-    from mmlit.data.core import matbench_folds
     root = _need_root("matbench_phonons", root); _check_split("matbench_phonons", split, [])
     path = root/"matbench_phonons"/"matbench_phonons.json.gz"
     with gzip.open(path, "rt") as f: d = json.load(f)
@@ -197,8 +196,21 @@ def _load_phonons(split, root, max_rows, on_bad, progress) -> Dataset:
     structs = _parse_cached(path, items, "dict", ids, "matbench_phonons", max_rows, progress, on_bad)
     m = len(structs)
     y = pd.DataFrame({"last_phdos_peak": [r[d["columns"].index("last phdos peak")] for r in d["data"][:m]]})
+    folds = _phonons_folds(root, ids[:m], y.last_phdos_peak.to_numpy(), n)
     return _finish("matbench_phonons", ids[:m], structs, y, pd.DataFrame(index=range(m)), {"last_phdos_peak": "cm^-1"},
-                   "matbench v0.1 phonons (Petretto et al. 2018) via CompRhys/aviary (MIT)", folds=matbench_folds(n)[:m])
+                   "matbench v0.1 phonons (Petretto et al. 2018) via CompRhys/aviary (MIT)", folds=folds)
+
+def _phonons_folds(root:Path, ids:list, y:np.ndarray, n:int) -> np.ndarray:
+    "Official folds from the shared matbench table, joined row by row (ids and targets must agree); else recomputed."
+    from mmlit.data.core import matbench_folds
+    path = root.parent/"matbench"/"matbench_phonons.csv.gz"
+    if not path.exists(): return matbench_folds(n)[:len(ids)]
+    mb = pd.read_csv(path, nrows=len(ids))
+    if len(mb) != len(ids) or mb.mbid.tolist() != ids:
+        raise DataError(f"matbench_phonons: the structures and {path} list different rows (ids differ)")
+    bad = np.flatnonzero(~np.isclose(mb.target.to_numpy(float), y, rtol=1e-9, atol=1e-6))
+    if len(bad): raise DataError(f"matbench_phonons: targets differ from {path} at rows {bad[:10].tolist()}")
+    return mb.fold.to_numpy(int)
 
 def _load_supercon(split, root, max_rows, on_bad, progress) -> Dataset:
     root = _need_root("jarvis_supercon", root)
@@ -292,6 +304,23 @@ def load_structure_set(name:str, # a name from `list_structure_sets()`
     if name == "jarvis_supercon": return _load_supercon(split, root, max_rows, on_bad, progress)
     if name in _SHIPPED_SETS: return _load_shipped(name, split, max_rows, on_bad, progress)
     raise ConfigError(f"unknown structure set {name!r}; known sets: {list_structure_sets()}")
+
+# %% ../../nbs/02b_data.structures.ipynb #st000003
+def load_structure_task(name:str, # "phonons", "matbench_phonons", or a structure set ("perov_5", "mp_20_pilot", ...)
+                        progress:bool=True, **kw) -> Dataset:
+    "A Dataset with structures for a structure benchmark: matbench folds, or a `meta['split']` column."
+    from mmlit.data.external import MATBENCH_TASKS, load_matbench
+    short = name[len("matbench_"):] if name.startswith("matbench_") else name
+    if short in MATBENCH_TASKS:
+        if MATBENCH_TASKS[short][0] != "structure":
+            raise ConfigError(f"matbench_{short} is a composition task: structure models need a structure task, e.g. phonons")
+        sd = shared_data_dir()
+        if sd is not None and (sd/"structures"/f"matbench_{short}").is_dir():
+            return load_structure_set(f"matbench_{short}", progress=progress, **kw)
+        return load_matbench(short, source="online", progress=progress)   # downloads (where a network exists)
+    if name in list_structure_sets(): return load_structure_set(name, progress=progress, **kw)
+    raise ConfigError(f"unknown structure task {name!r}: use a matbench structure task (e.g. phonons) or one of "
+                      f"{list_structure_sets()}")
 
 # %% ../../nbs/02b_data.structures.ipynb #6a19bd61
 def _spg_one(s:Structure, symprec:float) -> int:
