@@ -46,6 +46,21 @@ def _notebooks() -> list[PurePosixPath]:
 
 def _is_tutorial(rel: PurePosixPath) -> bool: return rel.parts[0] == TUT and len(rel.parts) > 1
 
+# The docs read like a book: pages grouped by wing, named by the module prefix of the page (`struct.graph` ->
+# Structure). A page whose prefix is not listed lands in "More" (so a new wing shows up before it gets a title here).
+WINGS = [('Core', ('core', 'cli', 'batch')), ('Data', ('data',)), ('Training', ('train', 'metrics', 'testing')),
+         ('Composition', ('comp', 'baseline')), ('Structure', ('struct',)), ('Text & image', ('text', 'image')),
+         ('Fusion', ('fusion',)), ('exKT', ('exkt',)), ('Interpretation', ('interpret',)), ('Benchmarks', ('bench',)),
+         ('Predictor', ('predictor',))]
+
+def _wings(pages: list) -> list:
+    "[(section title, pages in build order)] for the top-level module pages, empty wings left out."
+    key = lambda n: n.stem.split('.')[0]
+    out = [(title, [n for n in pages if key(n) in prefixes]) for title, prefixes in WINGS]
+    known = {p for _, ps in WINGS for p in ps}
+    out.append(('More', [n for n in pages if key(n) not in known]))
+    return [(t, ps) for t, ps in out if ps]
+
 def _stale(dst: Path, *srcs: Path) -> bool:
     "Whether `dst` is missing or older than any of `srcs` (files) or the library code."
     if not dst.exists(): return True
@@ -184,10 +199,12 @@ def build_site(n_workers=2, allow_missing=False) -> int:
                 if md is not None: o['data']['text/markdown'] = _fix_links(''.join(md), new, renames, host)
         (PROC/rel).unlink()
         (PROC/new).write_text(json.dumps(nb, indent=1, ensure_ascii=False))
-    # sidebar: the landing page, the library's modules in build order, then each folder (tutorials, ...) as a section
+    # sidebar: the landing page, the library's modules grouped by wing (in build order), then each folder (tutorials, ...)
     inv = {v: k for k, v in renames.items()}  # new name -> source name (numbered: build order)
     top = sorted((n for n in nbjs if len(n.parts) == 1 and n.name != 'index.ipynb'), key=lambda n: inv[str(n)])
-    contents = (['index.ipynb'] if PurePosixPath('index.ipynb') in nbjs else []) + [str(n) for n in top]
+    contents = ['index.ipynb'] if PurePosixPath('index.ipynb') in nbjs else []
+    for title, pages in _wings(top):
+        contents.append({'section': title, 'contents': [str(n) for n in pages]})
     for folder in sorted({n.parts[0] for n in nbjs if len(n.parts) > 1}):
         sub = sorted((n for n in nbjs if n.parts[0] == folder), key=lambda n: inv[str(n)])
         contents.append({'section': folder.replace('_', ' ').title(), 'contents': [str(n) for n in sub]})
