@@ -132,6 +132,16 @@ def test_schedule_shape(schedule):
     if schedule == "linear": assert abs(lrs[60] - 0.05) < 1e-3
 
 
+@pytest.mark.parametrize("total", [1, 2, 3, 4, 5, 8])
+def test_onecycle_on_a_few_steps(total):
+    "A tiny training set gives a handful of steps: one-cycle must neither divide by zero nor leave the [0, lr] range."
+    c = cfg(lr=0.1, warmup_frac=0.1, schedule="onecycle")
+    opt = make_optimizer(TinyMLP(3), c)
+    sch = make_scheduler(opt, c, total_steps=total)
+    for _ in range(total):
+        assert 0 <= sch.get_last_lr()[0] <= 0.1 + 1e-12; opt.step(); sch.step()
+
+
 def test_fit_follows_schedule():
     lrs = []
     class Rec(Callback):

@@ -93,8 +93,10 @@ def make_scheduler(optimizer, config:TrainConfig, total_steps:int):
     import transformers as tf
     warm = int(round(config.warmup_frac * total_steps))
     if config.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps,
-                                                   pct_start=max(config.warmup_frac, 1 / total_steps))
+        if total_steps < 4:   # OneCycleLR needs >= 1 step per phase (a tiny dataset): keep the peak rate instead
+            return tf.get_constant_schedule(optimizer)
+        pct = min(max(config.warmup_frac, 2 / total_steps), 1 - 2 / total_steps)
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=pct)
     if config.schedule == "constant": return tf.get_constant_schedule_with_warmup(optimizer, warm)
     fn = tf.get_cosine_schedule_with_warmup if config.schedule == "cosine" else tf.get_linear_schedule_with_warmup
     return fn(optimizer, warm, total_steps)
