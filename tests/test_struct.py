@@ -147,3 +147,18 @@ def test_bench_cli_structure_model(tmp_path):
     assert np.isfinite(res["folds"][0]["scores"]["mae"])
     r = subprocess.run([exe, "bench", "--task", "perov_5", "--model", "cgcnn", "--quiet"], capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "--target" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_online_matbench_structure_task_trains(monkeypatch, tmp_path):
+    "Without the shared structures, a matbench structure task is downloaded (served locally here) and a model trains on it."
+    import pandas as pd
+    import test_data_loaders as tdl
+    from mmlit.data.structures import load_structure_task
+    from mmlit.bench.core import run_matbench
+    df = pd.DataFrame({"structure": tdl._structures(20), "e_form": np.linspace(-1, 0, 20)})
+    calls = tdl._serve(monkeypatch, tmp_path, "perovskites", df)
+    ds = load_structure_task("perovskites", progress=False, check_hash=False)
+    assert calls and ds.structures is not None and sorted(set(ds.folds)) == [0, 1, 2, 3, 4]
+    res = run_matbench(ds, lambda: GraphModel("cgcnn", epochs=2, batch_size=4, progress=False, cache=tmp_path/"g"),
+                       folds=[0], progress=False)
+    assert np.isfinite(res.mean())

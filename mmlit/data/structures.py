@@ -307,7 +307,8 @@ def load_structure_set(name:str, # a name from `list_structure_sets()`
 
 # %% ../../nbs/02b_data.structures.ipynb #st000003
 def load_structure_task(name:str, # "phonons", "matbench_phonons", or a structure set ("perov_5", "mp_20_pilot", ...)
-                        progress:bool=True, **kw) -> Dataset:
+                        progress:bool=True, **kw, # more options of `load_structure_set` / `load_matbench`
+                       ) -> Dataset:
     "A Dataset with structures for a structure benchmark: matbench folds, or a `meta['split']` column."
     from mmlit.data.external import MATBENCH_TASKS, load_matbench
     short = name[len("matbench_"):] if name.startswith("matbench_") else name
@@ -317,7 +318,7 @@ def load_structure_task(name:str, # "phonons", "matbench_phonons", or a structur
         sd = shared_data_dir()
         if sd is not None and (sd/"structures"/f"matbench_{short}").is_dir():
             return load_structure_set(f"matbench_{short}", progress=progress, **kw)
-        return load_matbench(short, source="online", progress=progress)   # downloads (where a network exists)
+        return load_matbench(short, source="online", progress=progress, **kw)   # downloads (where a network exists)
     if name in list_structure_sets(): return load_structure_set(name, progress=progress, **kw)
     raise ConfigError(f"unknown structure task {name!r}: use a matbench structure task (e.g. phonons) or one of "
                       f"{list_structure_sets()}")
