@@ -162,3 +162,17 @@ def test_online_matbench_structure_task_trains(monkeypatch, tmp_path):
     res = run_matbench(ds, lambda: GraphModel("cgcnn", epochs=2, batch_size=4, progress=False, cache=tmp_path/"g"),
                        folds=[0], progress=False)
     assert np.isfinite(res.mean())
+
+
+def test_classification_head(tmp_path, real_structures):
+    "A binary target trains with the BCE head; predictions are probabilities."
+    import pandas as pd
+    from mmlit.data.core import Dataset
+    sts = real_structures[:60]
+    dens = np.array([s.density for s in sts])
+    ds = Dataset("dense", [f"s{i}" for i in range(len(sts))], [s.composition.reduced_formula for s in sts],
+                 pd.DataFrame({"dense": (dens > np.median(dens)).astype(float)}), structures=sts, task_type="classification")
+    gm = GraphModel("cgcnn", epochs=2, batch_size=8, progress=False, cache=tmp_path).fit(ds.subset(np.arange(48)))
+    p = gm.predict(ds.subset(np.arange(48, 60)))
+    assert p.shape == (12,) and ((p >= 0) & (p <= 1)).all()
+    assert gm.model.config.task == "classification"
