@@ -176,3 +176,12 @@ def test_classification_head(tmp_path, real_structures):
     p = gm.predict(ds.subset(np.arange(48, 60)))
     assert p.shape == (12,) and ((p >= 0) & (p <= 1)).all()
     assert gm.model.config.task == "classification"
+
+
+def test_chgnet_encoder_interface(real_structures):
+    "Frozen CHGNet features behind the structure-encoder interface: (n, 64), finite, deterministic."
+    from mmlit.struct.models import CHGNetEncoder
+    enc = CHGNetEncoder()
+    e = enc.embed(real_structures[:3])
+    assert e.shape == (3, enc.hidden_size) == (3, 64) and np.isfinite(e).all()
+    np.testing.assert_allclose(enc.embed(real_structures[:1])[0], e[0], rtol=1e-5, atol=1e-6)
