@@ -249,7 +249,10 @@ def _br_to_markdown(self:BenchResult, metrics:list|None=None) -> str:
             f"- primary metric: **{self.metric} = {self.mean():.4g} ± {self.std():.4g}** (mean ± std over {len(self.folds)} folds)",
             f"- protocol: {self.protocol or 'n/a'}", f"- hardware: {self.hardware}",
             f"- wall time: {self.wall_time:.1f} s (CPU time {self.cpu_time:.1f} s); created {self.created}"]
-    if self.params: head.append(f"- parameters: `{json.dumps(_jsonable(self.params), sort_keys=True)}`")
+    if self.params:   # long lists (e.g. learning curves) are summarised here; results.json keeps them whole
+        short = lambda v: {k: short(x) for k, x in v.items()} if isinstance(v, dict) else \
+                          f"[{len(v)} values]" if isinstance(v, list) and len(v) > 8 else v
+        head.append(f"- parameters: `{json.dumps(short(_jsonable(self.params)), sort_keys=True)}`")
     mean_std = pd.DataFrame({"mean ± std": [f"{m:.4g} ± {s:.4g}" for m, s in zip(summ["mean"], summ["std"])]},
                             index=pd.Index(metrics, name="metric"))
     return "\n".join(head + ["", _md_table(mean_std), "", "Per fold:", "",
