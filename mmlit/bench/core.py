@@ -168,8 +168,10 @@ def run_split(dataset:Dataset, model_factory:Callable|str, # as in `run_matbench
     tr, te = dataset.subset(sp == train), dataset.subset(sp == test)
     va = dataset.subset(sp == valid) if valid else None
     t, c = time.time(), time.process_time(); model = model_factory()
-    takes_valid = len(inspect.signature(model.fit).parameters) >= 2   # models without early stopping ignore `valid`
-    model.fit(tr, va) if va is not None and takes_valid else model.fit(tr)
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    takes_valid = sum(p.kind in kinds for p in inspect.signature(model.fit).parameters.values()) >= 2
+    if not takes_valid: va = None   # a model without early stopping (a forest) trains on the train split only
+    model.fit(tr, va) if va is not None else model.fit(tr)
     pred = np.asarray(model.predict(te), dtype=float).reshape(-1)
     fr = FoldResult.from_arrays(0, te.ids, te.y(), pred, dataset.task_type, n_train=len(tr), params=_model_info(model)[1],
                                 wall_time=time.time() - t, cpu_time=time.process_time() - c)

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/02b_data.structures.ipynb #56b7a1f9
 from __future__ import annotations
-import dataclasses, gzip, hashlib, json, os, pickle, warnings, zipfile
+import dataclasses, gzip, hashlib, inspect, json, os, pickle, warnings, zipfile
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -311,13 +311,17 @@ def load_structure_task(name:str, # "phonons", "matbench_phonons", or a structur
                        ) -> Dataset:
     "A Dataset with structures for a structure benchmark: matbench folds, or a `meta['split']` column."
     from mmlit.data.external import MATBENCH_TASKS, load_matbench
+    known = set(inspect.signature(load_structure_set).parameters) | set(inspect.signature(load_matbench).parameters)
+    if bad := sorted(set(kw) - known): raise ConfigError(f"load_structure_task: unknown option(s) {bad}")
     short = name[len("matbench_"):] if name.startswith("matbench_") else name
     if short in MATBENCH_TASKS:
         if MATBENCH_TASKS[short][0] != "structure":
             raise ConfigError(f"matbench_{short} is a composition task: structure models need a structure task, e.g. phonons")
         sd = shared_data_dir()
-        if sd is not None and (sd/"structures"/f"matbench_{short}").is_dir():
-            return load_structure_set(f"matbench_{short}", progress=progress, **kw)
+        local = sd is not None and (sd/"structures"/f"matbench_{short}").is_dir()
+        fn = load_structure_set if local else load_matbench
+        kw = {k: v for k, v in kw.items() if k in inspect.signature(fn).parameters}   # each loader takes its own options
+        if local: return load_structure_set(f"matbench_{short}", progress=progress, **kw)
         return load_matbench(short, source="online", progress=progress, **kw)   # downloads (where a network exists)
     if name in list_structure_sets(): return load_structure_set(name, progress=progress, **kw)
     raise ConfigError(f"unknown structure task {name!r}: use a matbench structure task (e.g. phonons) or one of "

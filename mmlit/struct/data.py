@@ -45,6 +45,8 @@ class GraphDataset(torch.utils.data.Dataset):
         missing = [i for i, s in zip(ds.ids, ds.structures) if s is None]
         if missing: raise DataError(f"{ds.name}: {len(missing)} row(s) without a structure, e.g. {missing[:5]}")
         names = None if target is None else (ds.target_names if target == "all" else [target] if isinstance(target, str) else list(target))
+        if names and (bad := [n for n in names if n not in ds.target_names]):
+            raise ConfigError(f"{ds.name}: no target(s) {bad}; targets are {ds.target_names}")
         y = None if not names else ds.targets[names].to_numpy(float)
         return cls(ds.structures, y, ds.ids, **kw)
 

@@ -75,6 +75,8 @@ class GraphConfig:
 
     def __post_init__(self):
         def bad(k, why): raise ConfigError(f"GraphConfig.{k}={getattr(self, k)!r}: {why}")
+        for k in ("cutoff", "max_cutoff", "tie_tol", "radius_margin"):
+            if isinstance(getattr(self, k), bool) or not isinstance(getattr(self, k), (int, float)): bad(k, "must be a number")
         if not self.cutoff > MIN_DISTANCE: bad("cutoff", f"must be > {MIN_DISTANCE} Å")
         if not isinstance(self.max_neighbors, int) or self.max_neighbors < 1: bad("max_neighbors", "must be an integer >= 1")
         if self.policy not in ("extend", "cutoff"): bad("policy", "must be 'extend' or 'cutoff'")
@@ -185,9 +187,9 @@ def line_graph(edge_index:torch.Tensor, # (2, E) edges neighbour -> centre, grou
         raise ConfigError("line_graph needs edges grouped by centre (edge_index[1] sorted), as structure_graph makes them")
     ptr = torch.cumsum(deg, 0) - deg
     nf = deg[src]                                         # incoming edges of each edge's source atom
-    e = torch.repeat_interleave(torch.arange(len(src)), nf)
+    e = torch.repeat_interleave(torch.arange(len(src), device=src.device), nf)
     offs = torch.cumsum(nf, 0) - nf
-    f = torch.arange(int(nf.sum())) - torch.repeat_interleave(offs, nf) + torch.repeat_interleave(ptr[src], nf)
+    f = torch.arange(int(nf.sum()), device=src.device) - torch.repeat_interleave(offs, nf) + torch.repeat_interleave(ptr[src], nf)
     return torch.stack([f, e])
 
 def bond_cosines(edge_vec:torch.Tensor, # (E, 3) centre -> neighbour vectors
@@ -255,7 +257,10 @@ def build_graphs(structures:list, # pymatgen Structures
                 ) -> list:
     "Graph arrays (see `graph_arrays`) of every structure, from the cache where possible."
     if on_bad not in ("raise", "drop"): raise ConfigError(f"on_bad must be 'raise' or 'drop', got {on_bad!r}")
+    for k, v in (("n_jobs", n_jobs), ("chunk_size", chunk_size)):
+        if not isinstance(v, int) or v < 1: raise ConfigError(f"{k} must be an integer >= 1, got {v!r}")
     ids = list(range(len(structures))) if ids is None else list(ids)
+    if len(ids) != len(structures): raise DataError(f"{len(ids)} ids for {len(structures)} structures")
     root = None if cache is False else (None if cache is True else Path(cache))
     gc = None if cache is False else GraphCache(config, root)
     keys = [None] * len(structures) if gc is None else [structure_key(s) if isinstance(s, Structure) else None for s in structures]

@@ -18,7 +18,7 @@ from transformers.modeling_outputs import ModelOutput
 from pymatgen.core import Structure
 
 import mmlit
-from ..core import ConfigError, DataError, MmlitInputError, seed_everything
+from ..core import ConfigError, DataError, MmlitInputError, seed_everything, default_device
 from ..data.core import Dataset
 from ..train.core import Trainer, TrainConfig
 from ..train.losses import REGRESSION_LOSSES, weighted_target_loss
@@ -198,12 +198,14 @@ class GraphModel:
                  out_dir=None, # Trainer output (history.csv, learning_curve.png)
                  **model_kw): # more `StructureModelConfig` fields (regression_loss, hidden_size, atom_features, ...)
         self.arch, self.preset = arch, preset or next(iter(PRESETS.get(arch, {"": 0})))
+        if device is not None: default_device(device)   # an unknown or absent device fails here, by name
         StructureModelConfig(arch, self.preset, **model_kw)   # validate now, not after the graphs are built
         self.model_kw, self.target, self.n_jobs, self.cache = model_kw, target, n_jobs, cache
         self.train_config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
                                         patience=patience, schedule=schedule, valid_frac=valid_frac, seed=seed,
                                         progress=progress, num_threads=num_threads, monitor="valid_mae",
                                         bucket_by_length=False, out_dir=None if out_dir is None else str(out_dir),
+                                        drop_last=True,   # BatchNorm: a last batch of one single-atom cell would fail
                                         cpu=device == "cpu" or (device is None and not torch.cuda.is_available()))
         self.device, self.model, self.trainer, self.history, self.info = device, None, None, None, {}
 
@@ -279,7 +281,8 @@ class GraphModel:
                                collate_fn=model.config.collator())
         from mmlit.train.data import TargetScaler
         self.trainer.scaler = None if meta["scaler"] is None else TargetScaler.from_state_dict(meta["scaler"])
-        self.trainer.model = model.to(self.trainer.accelerator.device)
+        # prepared like a trained model's (same mixed precision on a GPU), so a reloaded model predicts the same
+        self.trainer.model = self.trainer.accelerator.prepare_model(model.to(self.trainer.accelerator.device), evaluation_mode=True)
         return self
 
 # %% ../../nbs/23_struct.models.ipynb #3e840f55

@@ -54,6 +54,8 @@ class TrainConfig:
     num_workers:int = 0             # DataLoader workers
     bucket_by_length:bool = True    # group items of similar length into batches (needs lengths, see below)
     bucket_mult:int = 50            # bucketing window = bucket_mult * batch_size items
+    drop_last:bool = False          # drop each epoch's last incomplete training batch when the set holds more than one
+                                    # batch (BatchNorm models: a last batch of one single-atom crystal cannot be normalised)
     scale_targets:bool = True       # standardise float targets with a `TargetScaler` fitted on train
     deterministic:bool = False      # torch.use_deterministic_algorithms(True) for the run
     log_every:int = 10              # steps between progress updates and loss finiteness checks
@@ -219,6 +221,7 @@ def _setup(self:Trainer):
     if not isinstance(self.train_ds, DataLoader):
         lengths = dataset_lengths(ds) if c.bucket_by_length else None
         self.sampler = EpochBatchSampler(len(ds), c.batch_size, c.seed, lengths=lengths, bucket_mult=c.bucket_mult,
+                                         drop_last=c.drop_last and len(ds) > c.batch_size,
                                          num_replicas=acc.num_processes, rank=acc.process_index)
         self.train_dl = DataLoader(ds, batch_sampler=self.sampler, collate_fn=self.collate_fn, num_workers=c.num_workers,
                                    pin_memory=acc.device.type == "cuda", generator=torch.Generator().manual_seed(c.seed),

@@ -29,7 +29,8 @@ def weighted_target_loss(pred:torch.Tensor, # (batch, targets) predictions (logi
                          sample_weight:torch.Tensor|None=None, # (batch,)
                         ) -> torch.Tensor:
     "Mean loss over the observed (non-NaN) targets, weighted per sample."
-    labels = labels.to(pred.dtype).reshape(pred.shape)
+    pred = pred.float()   # under bf16/fp16 autocast: compute the loss (and keep the labels) in float32
+    labels = labels.float().reshape(pred.shape)
     seen = ~torch.isnan(labels)
     y = torch.where(seen, labels, torch.zeros_like(labels))
     if kind == "bce":
