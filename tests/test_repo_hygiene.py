@@ -117,3 +117,16 @@ def test_readme_imkt_numbers_come_from_the_ablation():
         assert best["model"] == cfg, (task, best["model"], cfg)
         assert (f"{best['mae_mean']:.{d}f}", f"{best['mae_std']:.{d}f}") == (mean, std), (task, best)
         assert f"{(best['mae_mean'] / base['mae_mean'] - 1) * 100:+.1f}" == change, (task, best, base)
+
+
+def test_readme_structure_numbers_come_from_results():
+    "The README's crystal-graph results are the committed records they name (model, task, mean ± std)."
+    import re
+    from mmlit.metrics import BenchResult
+    rows = re.findall(r"^\| `(cgcnn|alignn[\w-]*)` \| (\w+) \| ([\d.]+) ± ([\d.]+) \|", (ROOT/"README.md").read_text(), re.M)
+    assert len(rows) >= 2, rows
+    for model, task, mean, std in rows:
+        res = BenchResult.from_json(ROOT/"benchmarks"/"results"/"structures"/f"matbench_{task}_{model}"/"results.json")
+        assert res.model.startswith(model.split("-")[0]) and res.task == f"matbench_{task}"
+        d = len(mean.split(".")[1])
+        assert (f"{res.mean():.{d}f}", f"{res.std():.{d}f}") == (mean, std), (model, task, res.mean(), res.std())
