@@ -172,7 +172,7 @@ def atom_environments(g:Data, decimals:int=4) -> list:
     for j, i, r in zip(src, dst, d): env[i].append((z[j], float(r)))
     return sorted((z[i], tuple(sorted(e))) for i, e in enumerate(env))
 
-# %% ../../nbs/20_struct.graph.ipynb #14e1e580
+# %% ../../nbs/20_struct.graph.ipynb #aa9b1232
 def line_graph(edge_index:torch.Tensor, # (2, E) edges neighbour -> centre, grouped by centre (as built here)
                num_nodes:int,
                edge_mask:torch.Tensor|None=None, # (E,) bool: only these edges take part (e.g. bonds up to a length)
@@ -200,7 +200,7 @@ def bond_cosines(edge_vec:torch.Tensor, # (E, 3) centre -> neighbour vectors
     cos = (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(1e-12)
     return cos.clamp(-1, 1)
 
-# %% ../../nbs/20_struct.graph.ipynb #7ac15299
+# %% ../../nbs/20_struct.graph.ipynb #c10178e9
 class GraphCacheWarning(UserWarning):
     "A cached graph file could not be read and is being rebuilt."
 
@@ -233,7 +233,7 @@ class GraphCache:
         tmp.write_bytes(buf.getvalue()); os.replace(tmp, p)
         return p
 
-# %% ../../nbs/20_struct.graph.ipynb #d07f9cf3
+# %% ../../nbs/20_struct.graph.ipynb #7f101247
 def _build_chunk(args):
     structs, sids, config, root = args
     cache = None if root is None else GraphCache(config, root)

@@ -186,7 +186,7 @@ def load_structure_model(path) -> StructurePreTrainedModel:
     if d.get("arch") not in ARCH_CLASSES: raise ConfigError(f"{str(path)!r}: unknown architecture {d.get('arch')!r}")
     return ARCH_CLASSES[d["arch"]].from_pretrained(path)
 
-# %% ../../nbs/23_struct.models.ipynb #641d0494
+# %% ../../nbs/23_struct.models.ipynb #eebc96f5
 class GraphModel:
     "A crystal-graph model trained on `Dataset`s with structures; bench-compatible (`fit`/`predict`/`get_params`)."
     def __init__(self, arch:str="alignn", preset:str|None=None,
@@ -286,7 +286,7 @@ class GraphModel:
         self.trainer.model = self.trainer.accelerator.prepare_model(model.to(self.trainer.accelerator.device), evaluation_mode=True)
         return self
 
-# %% ../../nbs/23_struct.models.ipynb #3e840f55
+# %% ../../nbs/23_struct.models.ipynb #260a2362
 class CHGNetEncoder:
     "Frozen CHGNet crystal features (64-d) behind the structure-encoder `embed` interface; cached on disk."
     hidden_size, frozen = 64, True
