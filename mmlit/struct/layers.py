@@ -70,7 +70,7 @@ class AtomEmbedding(nn.Module):
             self.proj = nn.Linear(self.table.shape[1], dim)
         else: self.emb = nn.Embedding(MAX_Z + 1, dim)
     def forward(self, z:torch.Tensor) -> torch.Tensor:
-        if z.numel() and (int(z.min()) < 1 or int(z.max()) > MAX_Z):
+        if z.numel() and bool(((z < 1) | (z > MAX_Z)).any()):   # one device sync per batch; min/max only on error
             from mmlit.core import MmlitInputError
             raise MmlitInputError(f"atomic numbers must be in 1..{MAX_Z}, got {int(z.min())}..{int(z.max())}")
         return self.proj(self.table[z]) if self.kind == "cgcnn" else self.emb(z)
