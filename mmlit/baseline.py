@@ -19,7 +19,8 @@ from .data.composition import parse_composition
 from .data.core import Dataset
 
 # %% auto #0
-__all__ = ['FEATURIZERS', 'Featurizer', 'FractionFeaturizer', 'MagpieFeaturizer', 'get_featurizer', 'BaselineModel']
+__all__ = ['FEATURIZERS', 'Featurizer', 'FractionFeaturizer', 'MagpieFeaturizer', 'get_featurizer', 'BaselineModel',
+           'TunedTreeModel']
 
 # %% ../nbs/09_baseline.ipynb #fad2bc5b
 class Featurizer:
@@ -178,3 +179,86 @@ def _predict(self:BaselineModel, data) -> np.ndarray:
     return self.model_.predict(X).astype(float)
 
 BaselineModel.featurize, BaselineModel.fit, BaselineModel.predict = _featurize, _fit, _predict
+
+# %% ../nbs/09_baseline.ipynb #3052fce2
+def _hgb(loss, max_iter, lr, leaves, seed, patience):
+    cls = HistGradientBoostingClassifier if loss == "log_loss" else HistGradientBoostingRegressor
+    return cls(loss=loss, max_iter=max_iter, learning_rate=lr, max_leaf_nodes=leaves, early_stopping=True,
+               n_iter_no_change=patience, random_state=seed)
+
+class TunedTreeModel:
+    "Magpie features + histogram gradient boosting with a validated loss and an optional zero gate (regression)."
+    def __init__(self, features:str="magpie", # a name from `FEATURIZERS`
+                 loss:str="auto",          # "auto" (validated), "squared_error" or "absolute_error"
+                 zero_gate="auto",         # True, False or "auto" (on when >= zero_frac of train targets are exactly 0)
+                 zero_frac:float=0.2,      # share of exact zeros that switches the gate on in "auto"
+                 max_iter:int=2000,        # boosting rounds (early stopping usually ends sooner)
+                 learning_rate:float=0.03,
+                 max_leaf_nodes:int=63,
+                 patience:int=50,          # rounds without improvement of the held-out score before stopping
+                 valid_frac:float=0.1,     # held-out share for early stopping and the loss choice
+                 target:str|None=None,     # target column; default the dataset's first
+                 seed:int=0, progress:bool=True, n_jobs=None, n_estimators=None): # (last two: the registry's keywords)
+        if loss not in ("auto", "squared_error", "absolute_error"):
+            raise ConfigError(f"unknown loss {loss!r}; choose from ['absolute_error', 'auto', 'squared_error']")
+        if zero_gate not in (True, False, "auto"): raise ConfigError(f"zero_gate must be True, False or 'auto', got {zero_gate!r}")
+        if not 0 < valid_frac < 0.5: raise ConfigError(f"valid_frac must be in (0, 0.5), got {valid_frac!r}")
+        self.featurizer = get_featurizer(features)
+        self.features, self.loss, self.zero_gate, self.zero_frac, self.target = features, loss, zero_gate, zero_frac, target
+        self.max_iter = n_estimators or max_iter
+        self.learning_rate, self.max_leaf_nodes, self.patience, self.valid_frac = learning_rate, max_leaf_nodes, patience, valid_frac
+        self.seed, self.progress = seed, progress
+        self.regressor_, self.gate_, self.loss_, self.valid_mae_ = None, None, None, {}
+
+    name = "tuned-tree"
+    def get_params(self) -> dict:
+        return dict(features=self.features, loss=self.loss, zero_gate=self.zero_gate, zero_frac=self.zero_frac,
+                    max_iter=self.max_iter, learning_rate=self.learning_rate, max_leaf_nodes=self.max_leaf_nodes,
+                    patience=self.patience, valid_frac=self.valid_frac, seed=self.seed,
+                    chosen_loss=self.loss_, gated=self.gate_ is not None, valid_mae=self.valid_mae_)
+    def __repr__(self): return f"TunedTreeModel(loss={self.loss!r}, zero_gate={self.zero_gate!r}, features={self.features!r})"
+
+# %% ../nbs/09_baseline.ipynb #b6a8ccfa
+def _tt_fit(self:TunedTreeModel, data:Dataset) -> TunedTreeModel:
+    "Featurize, hold out `valid_frac`, fit the gate (if on) and the regressor(s); keep the loss with the lower held-out MAE."
+    if not isinstance(data, Dataset): raise DataError(f"fit needs an mmlit Dataset (with targets), got {type(data).__name__}")
+    if data.task_type != "regression": raise DataError(f"TunedTreeModel is a regressor; {data.name!r} is {data.task_type}")
+    if self.target is not None and self.target not in data.target_names:
+        raise ConfigError(f"target {self.target!r} not in dataset {data.name!r}; it has {data.target_names}")
+    y = np.asarray(data.y(self.target), dtype=float)
+    if not np.isfinite(y).all():
+        raise DataError(f"{data.name}: non-finite targets in rows {np.flatnonzero(~np.isfinite(y))[:10].tolist()}")
+    if len(y) < 20: raise DataError(f"{data.name}: {len(y)} rows are too few for a held-out early-stopping split (need 20)")
+    X = self.featurizer(list(data.compositions), progress=self.progress)
+    va = np.random.default_rng(self.seed).random(len(y)) < self.valid_frac
+    zero = y == 0
+    gate = zero.mean() >= self.zero_frac if self.zero_gate == "auto" else self.zero_gate
+    self.gate_ = None
+    if gate and zero[~va].any() and (~zero[~va]).any():
+        self.gate_ = _hgb("log_loss", self.max_iter, self.learning_rate, self.max_leaf_nodes, self.seed, self.patience)
+        self.gate_.fit(X[~va], zero[~va], X_val=X[va], y_val=zero[va])
+    keep = ~zero if self.gate_ is not None else np.ones(len(y), bool)   # the regressor learns the non-zero rows
+    tr, ho = ~va & keep, va & keep
+    losses = ["squared_error", "absolute_error"] if self.loss == "auto" else [self.loss]
+    fits, self.valid_mae_ = {}, {}
+    for l in losses:
+        m = _hgb(l, self.max_iter, self.learning_rate, self.max_leaf_nodes, self.seed, self.patience)
+        fits[l] = m.fit(X[tr], y[tr], X_val=X[ho], y_val=y[ho])
+        self.valid_mae_[l] = float(np.abs(self._combine(X[va], m.predict(X[va])) - y[va]).mean())
+    self.loss_ = min(self.valid_mae_, key=self.valid_mae_.get)
+    self.regressor_ = fits[self.loss_]
+    return self
+
+def _tt_combine(self:TunedTreeModel, X, reg) -> np.ndarray:
+    "Regressor output, set to exactly 0 where the gate says zero is more likely."
+    if self.gate_ is None: return reg
+    p0 = self.gate_.predict_proba(X)[:, list(self.gate_.classes_).index(True)]
+    return np.where(p0 > 0.5, 0.0, reg)
+
+def _tt_predict(self:TunedTreeModel, data) -> np.ndarray:
+    "Predictions for a `Dataset` or a list of formulas."
+    if self.regressor_ is None: raise ConfigError("TunedTreeModel is not fitted: call .fit(dataset) first")
+    X = self.featurizer(_comps(data), progress=self.progress)
+    return self._combine(X, self.regressor_.predict(X)).astype(float)
+
+TunedTreeModel.fit, TunedTreeModel._combine, TunedTreeModel.predict = _tt_fit, _tt_combine, _tt_predict

@@ -257,5 +257,5 @@ def test_load_with_another_head(tmp_path):
     assert all(k.startswith("head.") for k in reg.loading_info["missing_keys"])
     save_composition_model(reg, tok, tmp_path / "reg")
     clf, _ = load_composition_model(tmp_path / "reg", task="classification", num_targets=1)
-    assert clf.config.task == "classification" and clf.head[-1].out_features == 1
+    assert clf.config.task == "classification" and clf.head.net[-1].out_features == 1
     for k, v in mlm.backbone.state_dict().items(): assert torch.equal(v, clf.backbone.state_dict()[k])

@@ -18,7 +18,7 @@ from transformers.modeling_outputs import ModelOutput
 from ..core import ConfigError, DataError, seed_everything
 from ..data.core import Dataset
 from ..data.structures import structure_corpus
-from .tokenizer import CompositionTokenizer
+from .tokenizer import CompositionTokenizer, load_tokenizer
 from .model import (CompositionModelConfig, CompositionPreTrainedModel, CompositionOutput, pool,
                               from_backbone, check_tokenizer, build_backbone)
 from .teachers import Teacher, TeacherTargets, CHGNetTeacher, ALIGNNVectorTeacher
@@ -49,8 +49,8 @@ class CompositionForAlignment(CompositionPreTrainedModel):
     def teacher_dims(self) -> dict: return {n: d for n, d in self.config.teacher_dims}
 
     def forward(self, input_ids=None, attention_mask=None, labels=None, teacher_mask=None, sample_weight=None,
-                output_hidden_states=None, **kwargs) -> CompositionOutput:
-        out, attention_mask = self.encode(input_ids, attention_mask, output_hidden_states=output_hidden_states)
+                amounts=None, output_hidden_states=None, **kwargs) -> CompositionOutput:
+        out, attention_mask = self.encode(input_ids, attention_mask, amounts, output_hidden_states=output_hidden_states)
         emb = pool(out.last_hidden_state, attention_mask, self.config.pooling)
         preds = [h(emb) for h in self.heads]
         logits = torch.cat(preds, 1)
@@ -139,7 +139,7 @@ def _aligner(init, tokenizer, arch, preset, dims, cosine_weight, seed, **kw):
     else:
         path = Path(init)
         if not (path/"config.json").exists(): raise ConfigError(f"init={str(init)!r} is not a saved composition model directory")
-        base, tokenizer = from_backbone(path, task="regression", log=False), CompositionTokenizer.from_pretrained(path)
+        base, tokenizer = from_backbone(path, task="regression", log=False), load_tokenizer(path)
     d = base.config.to_dict()
     d.update(task="regression", num_targets=sum(dims.values()), target_names=None, **extra, **kw)
     model = CompositionForAlignment(CompositionModelConfig.from_dict(d))

@@ -16,11 +16,11 @@ from ..core import ConfigError, DataError, shared_data_dir
 from ..train.data import pad_collate
 from ..data.core import Dataset
 from ..data.composition import reduced_formula
-from .tokenizer import CompositionTokenizer
+from .tokenizer import CompositionTokenizer, ELEMENTS
 
 # %% auto #0
-__all__ = ['CompositionDataset', 'from_dataset', 'MLMCollator', 'PremaskedDataset', 'premask', 'stability_weights',
-           'default_corpus_sources', 'exclusion_set', 'formulas_hash', 'composition_corpus']
+__all__ = ['CompositionDataset', 'from_dataset', 'mask_elements', 'MLMCollator', 'PremaskedDataset', 'premask',
+           'stability_weights', 'default_corpus_sources', 'exclusion_set', 'formulas_hash', 'composition_corpus']
 
 # %% ../../nbs/12_comp.data.ipynb #391be08b
 class CompositionDataset(torch.utils.data.Dataset):
@@ -38,7 +38,9 @@ class CompositionDataset(torch.utils.data.Dataset):
         self.ids = list(ids) if ids is not None else [str(c) for c in self.compositions]
         if len(self.ids) != n: raise DataError(f"{len(self.ids)} ids for {n} compositions")
         self.tokenizer = tokenizer
-        self.input_ids = tokenizer.encode_compositions(self.compositions, padding=False)["input_ids"] if n else []
+        enc = tokenizer.encode_compositions(self.compositions, padding=False) if n else {"input_ids": []}
+        self.input_ids = enc["input_ids"]
+        self.amounts = enc.get("amounts")   # element-token encodings: atomic fraction of each token
         self.lengths = np.array([len(x) for x in self.input_ids], dtype=int)
         self.targets = None if targets is None else self._check_targets(targets, n)
         self.sample_weight = None if sample_weight is None else self._check_weights(sample_weight, n)
@@ -67,6 +69,7 @@ class CompositionDataset(torch.utils.data.Dataset):
     def __len__(self): return len(self.input_ids)
     def __getitem__(self, i):
         it = {"input_ids": torch.as_tensor(self.input_ids[i], dtype=torch.long)}
+        if self.amounts is not None: it["amounts"] = torch.as_tensor(self.amounts[i], dtype=torch.float32)
         if self.targets is not None: it["labels"] = torch.as_tensor(self.targets[i], dtype=self.target_dtype)
         if self.sample_weight is not None: it["sample_weight"] = torch.as_tensor(self.sample_weight[i], dtype=torch.float32)
         for k, v in self.extra.items(): it[k] = torch.as_tensor(v[i])
@@ -91,6 +94,27 @@ def from_dataset(ds:Dataset, # a mmlit `Dataset`
         y = ds.targets[names].to_numpy(dtype=float)
     return CompositionDataset(ds.compositions, tokenizer, y, sample_weight, ids=ds.ids)
 
+# %% ../../nbs/12_comp.data.ipynb #3a431634
+def mask_elements(batch:dict, # padded batch with `input_ids`, `attention_mask`, `amounts`
+                  tokenizer, # the `ElementTokenizer` (special-token and element ids)
+                  mask_prob:float=0.15,
+                  generator:torch.Generator|None=None) -> dict:
+    "BERT masking of element tokens; `labels` = original ids at selected positions, -100 elsewhere."
+    ids = batch["input_ids"]
+    special = torch.tensor(tokenizer.all_special_ids)
+    is_el = (batch["attention_mask"] > 0) & ~torch.isin(ids, special)
+    r = torch.rand(ids.shape, generator=generator)
+    sel = (r < mask_prob) & is_el
+    first = torch.where(is_el, r, torch.full_like(r, 2.0)).argmin(1)          # the lowest draw of each row
+    sel[torch.arange(len(ids)), first] |= is_el[torch.arange(len(ids)), first] & ~sel.any(1)
+    labels = torch.where(sel, ids, torch.full_like(ids, -100))
+    u = torch.rand(ids.shape, generator=generator)
+    el_ids = torch.tensor([tokenizer.convert_tokens_to_ids(e) for e in ELEMENTS[:103]])
+    rand_el = el_ids[torch.randint(len(el_ids), ids.shape, generator=generator)]
+    new = torch.where(sel & (u < 0.8), torch.full_like(ids, tokenizer.mask_token_id), ids)
+    new = torch.where(sel & (u >= 0.8) & (u < 0.9), rand_el, new)
+    return {**batch, "input_ids": new, "labels": labels}
+
 # %% ../../nbs/12_comp.data.ipynb #c48a488c
 class MLMCollator:
     "Mask items without `labels` (BERT recipe via `DataCollatorForLanguageModeling`), only pad the rest."
@@ -103,6 +127,7 @@ class MLMCollator:
 
     def __call__(self, items:list) -> dict:
         if "labels" in items[0]: return pad_collate(items, self.tokenizer.pad_token_id)   # already masked: pad only
+        if "amounts" in items[0]: return mask_elements(pad_collate(items, self.tokenizer.pad_token_id), self.tokenizer, self.mask_prob)
         return dict(self.collator(items))
 
 # %% ../../nbs/12_comp.data.ipynb #e316e7d3
@@ -117,7 +142,9 @@ class PremaskedDataset(torch.utils.data.Dataset):
         self.items = []
         for i in range(len(ds)):
             it = ds[i]
-            b = coll([{"input_ids": it["input_ids"]}])
+            if "amounts" in it:   # element tokens: our masking (the HF collator only knows input_ids)
+                b = mask_elements(pad_collate([it], ds.tokenizer.pad_token_id), ds.tokenizer, mask_prob, coll.generator)
+            else: b = coll([{"input_ids": it["input_ids"]}])
             self.items.append({**it, "input_ids": b["input_ids"][0], "labels": b["labels"][0]})
     def __len__(self): return len(self.items)
     def __getitem__(self, i): return self.items[i]

@@ -21,7 +21,9 @@ from transformers.models.modernbert.modeling_modernbert import ModernBertPredict
 
 from ..core import ConfigError, MmlitInputError
 from ..train.losses import REGRESSION_LOSSES, check_sample_weight, weighted_target_loss
-from .tokenizer import CompositionTokenizer, build_vocab, ELEMENTS
+from .tokenizer import CompositionTokenizer, build_vocab, ELEMENTS, ENCODINGS, load_tokenizer
+from .amounts import FractionalEncoding
+from .heads import PropertyHead, HEAD_LOSSES
 
 # %% auto #0
 __all__ = ['PRESETS', 'ARCHS', 'TASKS', 'ELEMENT_VECTORS', 'POOLINGS', 'CompositionModelConfig', 'element_vector_table',
@@ -76,12 +78,19 @@ class CompositionModelConfig(PreTrainedConfig):
                  max_position_embeddings:int=256, # longest sequence (BERT: learned positions)
                  mask_token_id:int|None=4, # [MASK] id of the tokenizer
                  element_vectors:str|None=None, # initialise element tokens from these `elementembeddings` vectors
+                 encoding:str="tokens", # "tokens" (the `El n` sentence) or "elements" (element tokens + fractional amounts)
+                 n_features:int=0, # descriptor columns the prediction head reads (e.g. 132 Magpie statistics)
+                 feature_set:str|None=None, # their featurizer name in `mmlit.baseline.FEATURIZERS` (e.g. "magpie")
+                 zero_gate:bool=False, # prediction head: one "is exactly zero" logit per target
                  **kwargs):
         if arch not in ARCHS: raise ConfigError(f"unknown architecture {arch!r}; choose one of {list(ARCHS)}")
         if backbone_kwargs is None and preset not in PRESETS: raise ConfigError(f"unknown preset {preset!r}; choose one of {list(PRESETS)}")
         if task not in TASKS: raise ConfigError(f"unknown task {task!r}; choose one of {TASKS}")
         if pooling not in POOLINGS: raise ConfigError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
-        if regression_loss not in REGRESSION_LOSSES: raise ConfigError(f"unknown regression_loss {regression_loss!r}; choose one of {REGRESSION_LOSSES}")
+        if regression_loss not in HEAD_LOSSES: raise ConfigError(f"unknown regression_loss {regression_loss!r}; choose one of {HEAD_LOSSES}")
+        if encoding not in ENCODINGS: raise ConfigError(f"unknown encoding {encoding!r}; choose one of {ENCODINGS}")
+        if bool(n_features) != bool(feature_set): raise ConfigError(f"n_features={n_features!r} and feature_set={feature_set!r} go together")
+        self.encoding, self.n_features, self.feature_set, self.zero_gate = encoding, n_features, feature_set, zero_gate
         if element_vectors is not None and element_vectors not in ELEMENT_VECTORS:
             raise ConfigError(f"unknown element_vectors {element_vectors!r}; choose one of {ELEMENT_VECTORS}")
         self.element_vectors = element_vectors
@@ -99,7 +108,10 @@ class CompositionModelConfig(PreTrainedConfig):
             h = PRESETS[preset]["hidden_size"]
             backbone = dict(PRESETS[preset], intermediate_size=int(round(ARCHS[arch].ffn_ratio*h)))
         else: backbone = dict(backbone_kwargs)
-        backbone.update(backbone_overrides or {})
+        ov = dict(backbone_overrides or {})
+        if "hidden_size" in ov and "intermediate_size" not in ov:   # a wider model keeps the architecture's FFN ratio
+            ov["intermediate_size"] = int(round(ARCHS[arch].ffn_ratio*ov["hidden_size"]))
+        backbone.update(ov)
         backbone.update(vocab_size=vocab_size, pad_token_id=self.pad_token_id, bos_token_id=self.bos_token_id,
                         eos_token_id=self.eos_token_id, tie_word_embeddings=self.tie_word_embeddings)
         if arch == "modernbert": backbone.update(cls_token_id=self.cls_token_id, sep_token_id=self.sep_token_id)
@@ -120,7 +132,8 @@ class CompositionModelConfig(PreTrainedConfig):
         ids = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id,
                    eos_token_id=tokenizer.sep_token_id, cls_token_id=tokenizer.cls_token_id,
                    sep_token_id=tokenizer.sep_token_id, mask_token_id=tokenizer.mask_token_id,
-                   max_position_embeddings=tokenizer.model_max_length, tokenizer_class=type(tokenizer).__name__)
+                   max_position_embeddings=tokenizer.model_max_length, tokenizer_class=type(tokenizer).__name__,
+                   encoding=tokenizer.encoding)
         return cls(**{**ids, **kwargs})
 
 # %% ../../nbs/11_comp.model.ipynb #2a169548
@@ -171,6 +184,8 @@ def build_backbone(config:CompositionModelConfig) -> PreTrainedModel:
     else: m = ModernBertModel(bb)
     if config.element_vectors:
         m.set_input_embeddings(ElementVectorEmbedding(m.get_input_embeddings(), config.element_vectors))
+    if config.encoding == "elements":   # part of the backbone, so MLM -> alignment -> finetuning carry it over
+        m.amount_encoding = FractionalEncoding(bb.hidden_size)
     return m
 
 def pool(hidden:torch.Tensor, # (batch, seq, hidden) token states
@@ -206,18 +221,25 @@ class CompositionPreTrainedModel(PreTrainedModel):
         if attention_mask is None: attention_mask = (input_ids != self.config.pad_token_id).long()
         return attention_mask
 
-    def encode(self, input_ids, attention_mask=None, **kwargs):
-        "Backbone output (`last_hidden_state`, ...) and the attention mask used."
+    def encode(self, input_ids, attention_mask=None, amounts=None, **kwargs):
+        "Backbone output (`last_hidden_state`, ...) and the attention mask used; element tokens add their amounts' code."
         attention_mask = self._check_inputs(input_ids, attention_mask)
-        return self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs), attention_mask
+        if self.config.encoding != "elements":
+            return self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs), attention_mask
+        if amounts is None or amounts.shape != input_ids.shape:
+            raise MmlitInputError(f"this model reads element tokens with their fractions: pass amounts= of shape {tuple(input_ids.shape)} "
+                                  f"(got {None if amounts is None else tuple(amounts.shape)}); `ElementTokenizer` makes them")
+        emb = self.backbone.get_input_embeddings()(input_ids) + self.backbone.amount_encoding(amounts).to(self.dtype)
+        return self.backbone(inputs_embeds=emb, attention_mask=attention_mask, **kwargs), attention_mask
 
     def embed(self,
               input_ids:torch.Tensor, # (batch, seq) token ids
               attention_mask:torch.Tensor|None=None, # (batch, seq); default: non-padding tokens
               pooling:str|None=None, # "mean" or "cls"; default: `config.pooling`
+              amounts:torch.Tensor|None=None, # (batch, seq) atomic fractions (element-token models)
              ) -> torch.Tensor:
         "Pooled composition embedding, (batch, hidden)."
-        out, attention_mask = self.encode(input_ids, attention_mask)
+        out, attention_mask = self.encode(input_ids, attention_mask, amounts)
         return pool(out.last_hidden_state, attention_mask, pooling or self.config.pooling)
 
 # %% ../../nbs/11_comp.model.ipynb #d7502955
@@ -251,9 +273,9 @@ class CompositionForMaskedLM(CompositionPreTrainedModel):
 
     def get_output_embeddings(self): return self.lm_head.get_submodule(ARCHS[self.config.arch].mlm_decoder)
 
-    def forward(self, input_ids=None, attention_mask=None, labels=None, sample_weight=None,
+    def forward(self, input_ids=None, attention_mask=None, labels=None, sample_weight=None, amounts=None,
                 output_hidden_states=None, **kwargs) -> MaskedLMOutput:
-        out, _ = self.encode(input_ids, attention_mask, output_hidden_states=output_hidden_states)
+        out, _ = self.encode(input_ids, attention_mask, amounts, output_hidden_states=output_hidden_states)
         logits = self.lm_head(out.last_hidden_state)
         loss = None if labels is None else weighted_mlm_loss(logits, labels, sample_weight)
         return MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
@@ -266,6 +288,7 @@ class CompositionOutput(ModelOutput):
     logits: torch.Tensor|None = None       # (batch, num_targets): predictions, or logits for classification
     embeddings: torch.Tensor|None = None   # (batch, hidden) pooled composition embedding
     hidden_states: tuple|None = None
+    log_std: torch.Tensor|None = None      # (batch, num_targets) predicted log-uncertainty (RobustL1 heads)
 
 class CompositionForPrediction(CompositionPreTrainedModel):
     "Backbone + pooled 2-layer head for (multi-task) regression or binary classification."
@@ -276,21 +299,19 @@ class CompositionForPrediction(CompositionPreTrainedModel):
         super().__init__(config)
         self.backbone = build_backbone(config)
         hid = config.backbone_config().hidden_size
-        hh = config.head_hidden_size or hid
-        self.head = nn.Sequential(nn.Dropout(config.head_dropout), nn.Linear(hid, hh), nn.GELU(),
-                                  nn.Dropout(config.head_dropout), nn.Linear(hh, config.num_targets))
+        kind = "bce" if config.task == "classification" else config.regression_loss
+        self.head = PropertyHead(hid, config.num_targets, config.head_hidden_size, config.head_dropout,
+                                 config.n_features, config.zero_gate and kind != "bce", kind)
         self.post_init()
 
-    def forward(self, input_ids=None, attention_mask=None, labels=None, sample_weight=None,
+    def forward(self, input_ids=None, attention_mask=None, labels=None, sample_weight=None, amounts=None, features=None,
                 output_hidden_states=None, **kwargs) -> CompositionOutput:
-        out, attention_mask = self.encode(input_ids, attention_mask, output_hidden_states=output_hidden_states)
+        out, attention_mask = self.encode(input_ids, attention_mask, amounts, output_hidden_states=output_hidden_states)
         emb = pool(out.last_hidden_state, attention_mask, self.config.pooling)
-        logits = self.head(emb)
-        loss = None
-        if labels is not None:
-            kind = "bce" if self.config.task == "classification" else self.config.regression_loss
-            loss = weighted_target_loss(logits, labels, kind, sample_weight)
-        return CompositionOutput(loss=loss, logits=logits, embeddings=emb, hidden_states=out.hidden_states)
+        h = self.head(emb, features)
+        loss = None if labels is None else self.head.loss(h, labels, sample_weight)
+        return CompositionOutput(loss=loss, logits=h["logits"], embeddings=emb, hidden_states=out.hidden_states,
+                                 log_std=h["log_std"])
 
 # %% ../../nbs/11_comp.model.ipynb #c513b3d9
 def model_class(task:str) -> type:
@@ -312,9 +333,9 @@ def check_tokenizer(model:CompositionPreTrainedModel, tokenizer:CompositionToken
     "Raise `ConfigError` unless `tokenizer` produces the ids `model` was built for."
     c = model.config
     mine = dict(vocab_size=c.vocab_size, pad_token_id=c.pad_token_id, cls_token_id=c.cls_token_id,
-                sep_token_id=c.sep_token_id, mask_token_id=c.mask_token_id)
+                sep_token_id=c.sep_token_id, mask_token_id=c.mask_token_id, encoding=c.encoding)
     theirs = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, cls_token_id=tokenizer.cls_token_id,
-                  sep_token_id=tokenizer.sep_token_id, mask_token_id=tokenizer.mask_token_id)
+                  sep_token_id=tokenizer.sep_token_id, mask_token_id=tokenizer.mask_token_id, encoding=tokenizer.encoding)
     bad = {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]}
     if bad: raise ConfigError(f"model and tokenizer do not match (model, tokenizer): {bad}")
 
@@ -358,11 +379,11 @@ def load_composition_model(path, **kwargs) -> tuple[CompositionPreTrainedModel, 
     "Load `(model, tokenizer)` saved by `save_composition_model`; kwargs override config fields."
     path = Path(path)
     saved, cfg = _saved_config(path), _saved_config(path, **kwargs)
-    head = lambda c: (c.task, c.num_targets, c.head_hidden_size)
+    head = lambda c: (c.task, c.num_targets, c.head_hidden_size, c.n_features, c.zero_gate, c.regression_loss)
     if head(cfg) != head(saved):  # another head: take only the backbone, with a fresh head (see `from_backbone`)
         model = from_backbone(path, **{**kwargs, "task": cfg.task})
     else: model = model_class(cfg.task).from_pretrained(path, config=cfg)
-    tokenizer = CompositionTokenizer.from_pretrained(path)
+    tokenizer = load_tokenizer(path)   # the saved class: `El n` or element tokens
     check_tokenizer(model, tokenizer)
     return model, tokenizer
 

@@ -84,8 +84,9 @@ class MaskedLMObjective(nn.Module):
     "Wrap a `CompositionForMaskedLM`: same loss; the predicted token id of every position as `logits`."
     def __init__(self, model:CompositionPreTrainedModel):
         super().__init__(); self.model = model
-    def forward(self, input_ids, attention_mask=None, labels=None, sample_weight=None, **kw):
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, sample_weight=sample_weight)
+    def forward(self, input_ids, attention_mask=None, labels=None, sample_weight=None, amounts=None, **kw):
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, sample_weight=sample_weight,
+                         amounts=amounts)
         if labels is None: return {"logits": out.logits}
         return {"loss": out.loss, "logits": out.logits.argmax(-1)}
 

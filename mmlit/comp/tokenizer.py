@@ -15,8 +15,9 @@ from ..core import CompositionError, ConfigError
 from ..data.composition import parse_composition, electronegativity_key, ELEMENT_SYMBOLS
 
 # %% auto #0
-__all__ = ['SPECIAL_TOKENS', 'ELEMENTS', 'DIGIT_TOKENS', 'ORDERS', 'build_vocab', 'amount_to_tokens', 'tokens_to_amount',
-           'composition_to_tokens', 'tokens_to_composition', 'CompositionTokenizer']
+__all__ = ['SPECIAL_TOKENS', 'ELEMENTS', 'DIGIT_TOKENS', 'ORDERS', 'ENCODINGS', 'build_vocab', 'amount_to_tokens',
+           'tokens_to_amount', 'composition_to_tokens', 'tokens_to_composition', 'CompositionTokenizer',
+           'ElementTokenizer', 'load_tokenizer', 'make_tokenizer']
 
 # %% ../../nbs/10_comp.tokenizer.ipynb #ad3c1987
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -119,6 +120,7 @@ class CompositionTokenizer(PreTrainedTokenizerFast):
     vocab_files_names = {"tokenizer_file": "tokenizer.json"}
     model_input_names = ["input_ids", "attention_mask"]
     padding_side = "right"
+    encoding = "tokens"   # the `El n` sentence (see `ElementTokenizer` for element tokens + amounts)
 
     def __init__(self,
                  max_int:int=32, # integers 1..max_int are single tokens, others are spelled with digit tokens
@@ -200,3 +202,78 @@ def decode_compositions(self:CompositionTokenizer, batch_ids) -> list[Compositio
         try: out.append(self.decode_composition(ids))
         except CompositionError as e: raise CompositionError(f"row {i}: {e}") from None
     return out
+
+# %% ../../nbs/10_comp.tokenizer.ipynb #efdea184
+class ElementTokenizer(CompositionTokenizer):
+    "Element tokens (`[CLS] Fe Cr Ni [SEP]`) plus a parallel `amounts` list of atomic fractions (CrabNet-style)."
+    model_input_names = ["input_ids", "attention_mask", "amounts"]
+    encoding = "elements"
+
+    def __init__(self, frac_decimals:int=6, # fractions are rounded to this many decimals
+                 **kwargs):
+        if not (isinstance(frac_decimals, int) and 1 <= frac_decimals <= 12):
+            raise ConfigError(f"frac_decimals must be an int in 1..12, got {frac_decimals!r}")
+        super().__init__(frac_decimals=frac_decimals, **kwargs)
+        self.frac_decimals = frac_decimals
+
+    def composition_fractions(self, x) -> tuple[list[str], list[float]]:
+        "(element symbols, atomic fractions) of one composition in this tokenizer's element order."
+        c = parse_composition(x)
+        syms = _symbols(c, self.order)
+        amt = c.get_el_amt_dict(); tot = sum(amt.values())
+        fr = [round(amt[s] / tot, self.frac_decimals) for s in syms]
+        if min(fr) <= 0: raise CompositionError(f"{x!r}: element {syms[fr.index(min(fr))]} has a fraction below "
+                                                f"10^-{self.frac_decimals} (raise frac_decimals)")
+        return syms, fr
+
+    def composition_to_tokens(self, x) -> list[str]: return self.composition_fractions(x)[0]
+
+# %% ../../nbs/10_comp.tokenizer.ipynb #146d8aa8
+@patch
+def encode_compositions(self:ElementTokenizer, compositions, padding:bool|str=True, return_tensors:str|None=None, **kwargs) -> BatchEncoding:
+    "Tokenize a batch: `input_ids`, `attention_mask` and `amounts` (atomic fractions, 0 at specials and padding)."
+    if isinstance(compositions, (str, Mapping, Composition)):
+        raise CompositionError(f"encode_compositions expects a list of compositions, got the single value {compositions!r}")
+    fracs = []
+    for i, x in enumerate(compositions):
+        try: fracs.append([0.0] + self.composition_fractions(x)[1] + [0.0])
+        except CompositionError as e: raise CompositionError(f"row {i}: {e}") from None
+    enc = CompositionTokenizer.encode_compositions(self, compositions, padding=padding, return_tensors=None, **kwargs)
+    width = max((len(r) for r in enc["input_ids"]), default=0)
+    enc["amounts"] = [f + [0.0]*(width - len(f)) for f in fracs] if padding else fracs
+    return BatchEncoding(dict(enc), tensor_type=return_tensors)
+
+@patch
+def decode_composition(self:ElementTokenizer, ids, amounts=None) -> Composition:
+    "The (fractional) `Composition` of element ids and their `amounts`; without amounts, equal parts."
+    if hasattr(ids, "tolist"): ids = ids.tolist()
+    if amounts is None: amounts = [1.0]*len(ids)
+    if hasattr(amounts, "tolist"): amounts = amounts.tolist()
+    if len(amounts) != len(ids): raise CompositionError(f"{len(ids)} token ids but {len(amounts)} amounts")
+    toks = self.convert_ids_to_tokens(ids)
+    out = {}
+    for t, a in zip(toks, amounts):
+        if t in _SKIP or t == "[MASK]": continue
+        if t not in _ELEMENT_SET: raise CompositionError(f"token {t!r} is not an element (ids {ids})")
+        if t in out: raise CompositionError(f"element {t!r} appears twice (ids {ids})")
+        out[t] = a
+    if not out: raise CompositionError(f"no elements in ids {ids}")
+    return Composition(out)
+
+# %% ../../nbs/10_comp.tokenizer.ipynb #5192c70a
+ENCODINGS = ("tokens", "elements")
+
+def load_tokenizer(path) -> CompositionTokenizer:
+    "The `CompositionTokenizer` or `ElementTokenizer` saved in `path` (from its `tokenizer_config.json`)."
+    import json
+    from pathlib import Path
+    cfg = Path(path)/"tokenizer_config.json"
+    if not cfg.exists(): raise ConfigError(f"{str(path)!r} holds no saved tokenizer (no tokenizer_config.json)")
+    cls = ElementTokenizer if json.loads(cfg.read_text()).get("tokenizer_class") == "ElementTokenizer" else CompositionTokenizer
+    return cls.from_pretrained(path)
+
+def make_tokenizer(encoding:str="tokens", **kwargs) -> CompositionTokenizer:
+    "A new tokenizer for `encoding`: 'tokens' (the paper's `El n` sentence) or 'elements' (element tokens + amounts)."
+    if encoding not in ENCODINGS: raise ConfigError(f"unknown encoding {encoding!r}; choose one of {ENCODINGS}")
+    return ElementTokenizer(**kwargs) if encoding == "elements" else CompositionTokenizer(**kwargs)
+

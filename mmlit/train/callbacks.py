@@ -15,7 +15,7 @@ from ..core import ConfigError
 from .core import Callback, TrainConfig, atomic_save
 
 # %% auto #0
-__all__ = ['EarlyStopping', 'SaveBest', 'CSVLogger', 'plot_history', 'LearningCurve', 'default_callbacks']
+__all__ = ['EarlyStopping', 'SaveBest', 'CSVLogger', 'plot_history', 'LearningCurve', 'default_callbacks', 'CheckpointAveraging']
 
 # %% ../../nbs/06_train.callbacks.ipynb #98bca8a0
 class _Monitor(Callback):
@@ -108,9 +108,45 @@ class LearningCurve(Callback):
 
 # %% ../../nbs/06_train.callbacks.ipynb #9e0c89f4
 def default_callbacks(config:TrainConfig, has_valid:bool) -> list[Callback]:
-    "The callbacks `Trainer` always adds: best restore + early stopping (with a valid set), CSV + plot (with out_dir)."
+    "The callbacks `Trainer` adds: best restore, early stopping and weight averaging (with a valid set), CSV + plot (with out_dir)."
     cbs = []
     if has_valid or config.monitor.startswith("train"): cbs.append(SaveBest())
     if config.patience: cbs.append(EarlyStopping(config.patience))
+    if config.average_top_k and has_valid: cbs.append(CheckpointAveraging(config.average_top_k))
     if config.out_dir is not None: cbs += [CSVLogger(), LearningCurve()]
     return cbs
+
+# %% ../../nbs/06_train.callbacks.ipynb #378b0a9d
+class CheckpointAveraging(Callback):
+    "After fit, load the average of the `k` best epochs' weights if it validates at least as well as the best epoch."
+    order = 25   # after SaveBest has restored the best epoch
+    def __init__(self, k:int=5, monitor:str|None=None, mode:str|None=None):
+        if not (isinstance(k, int) and k >= 2): raise ConfigError(f"CheckpointAveraging needs k >= 2, got {k!r}")
+        self.k, self.monitor, self.mode, self.top = k, monitor, mode, []
+    def before_fit(self):
+        c = self.trainer.config
+        self.monitor, self.mode, self.top = self.monitor or c.monitor, self.mode or c.mode, []
+        if not self.monitor.startswith("valid_"): raise ConfigError(f"CheckpointAveraging judges the average on the validation set; monitor {self.monitor!r} is not a valid_ metric")
+        self.trainer.averaged = False
+    def after_epoch(self):
+        v = self.trainer.log.get(self.monitor)
+        if v is None or not np.isfinite(v): return
+        key = v if self.mode == "min" else -v
+        if len(self.top) == self.k and key >= self.top[-1][0]: return
+        sd = {n: t.detach().cpu().clone() for n, t in self.trainer.unwrapped.state_dict().items()}
+        self.top = sorted(self.top + [(key, self.trainer.log["epoch"], sd)], key=lambda x: x[0])[:self.k]
+    def after_fit(self):
+        t = self.trainer
+        if len(self.top) < 2 or t.valid_ds is None: return
+        m, sds = t.unwrapped, [sd for *_, sd in self.top]
+        best = {n: v.detach().cpu().clone() for n, v in m.state_dict().items()}
+        avg = {n: torch.stack([sd[n].float() for sd in sds]).mean(0).to(v.dtype) if v.is_floating_point() else v
+               for n, v in sds[0].items()}
+        m.load_state_dict(avg)
+        score = t.evaluate(t.valid_ds)[self.monitor[len("valid_"):]]
+        ref = self.top[0][0] if self.mode == "min" else -self.top[0][0]
+        better = score <= ref if self.mode == "min" else score >= ref
+        if better: t.averaged, t.averaged_epochs = True, sorted(e for _, e, _ in self.top)
+        else: m.load_state_dict(best)
+    def state_dict(self): return {"top": self.top}
+    def load_state_dict(self, s): self.top = s["top"]

@@ -44,6 +44,7 @@ class TrainConfig:
     grad_clip:float|None = 1.0      # max gradient norm (None: no clipping)
     valid_frac:float = 0.1          # fraction of train carved out for validation when no valid set is given
     patience:int|None = None        # early-stopping patience in epochs (None: no early stopping)
+    average_top_k:int = 0           # after fit, average the weights of the k best epochs if that validates better (0: off)
     monitor:str = "valid_loss"      # history column used by early stopping and best-checkpoint restore
     mode:str = "min"                # "min" or "max" for `monitor`
     seed:int = 0                    # seeds the RNGs, the valid split and the batch order
@@ -76,6 +77,8 @@ class TrainConfig:
         if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
             bad("patience", "must be None or an integer >= 1")
         if self.save_every_n_steps < 0: bad("save_every_n_steps", "must be >= 0")
+        if not isinstance(self.average_top_k, int) or self.average_top_k < 0 or self.average_top_k == 1:
+            bad("average_top_k", "must be 0 (off) or an integer >= 2")
         if self.num_threads is not None and (not isinstance(self.num_threads, int) or self.num_threads < 1):
             bad("num_threads", "must be None or an integer >= 1")
         if self.save_every_n_steps and self.out_dir is None: bad("save_every_n_steps", "needs out_dir")
