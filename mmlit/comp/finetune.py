@@ -23,6 +23,8 @@ from .data import CompositionDataset, from_dataset, composition_corpus, exclusio
 from .pretrain import StageResult, run_stage, save_stage, read_stage, pretrain_mlm
 from .align import align, alignment_corpus, resolve_teachers
 from ..train.core import TrainConfig, TargetScaler, pad_collate, torch_threads
+from ..protocol import run_matbench, run_holdout, parse_folds, save_result
+from ..registry import register_model
 
 # %% auto #0
 __all__ = ['STAGES', 'STAGE_SETS', 'CLM_MODEL_NAMES', 'finetune', 'predict', 'load_finetuned', 'parse_stages', 'ImKTConfig',
@@ -229,27 +231,29 @@ def check_clean(path, task) -> bool:
 # %% ../../nbs/16_comp.finetune.ipynb #432daf23
 class ImKTModel:
     "A composition model trained by (a subset of) the imKT stages; bench-compatible."
-    def __init__(self, config:ImKTConfig|None=None, exclude=None, # the task (clean protocol); default: registry lookup
+    def __init__(self, config:ImKTConfig|None=None, exclude=None, # more compositions to keep out of pretraining (clean protocol)
                  init=None, # finetune this saved model directory instead of running pretraining stages
                  **kw): # ImKTConfig fields
         self.config = replace(config, **kw) if config is not None else ImKTConfig(**kw)
         if init is not None and self.config.stages != ("finetune",):
             raise ConfigError(f"init= is a pretrained model: use stages=('finetune',), not {self.config.stages}")
         self.exclude, self.init, self.stage_paths, self.result, self.excluded = exclude, init, {}, None, set()
+        self.task = None   # the whole dataset of the protocol (`set_task`)
 
     @property
     def name(self) -> str: return self.config.name
 
+    def set_task(self, dataset:Dataset):
+        "Called by the protocols with the whole dataset (every fold) before `fit`: the clean protocol excludes its rows."
+        self.task = dataset
+
     def _exclusion(self, train:Dataset, valid:Dataset|None):
         if self.config.protocol != "clean": return None
-        ex = exclusion_set(self.exclude, train, valid) if self.exclude is not None else None
-        if ex is None:
-            from mmlit.data.external import load_dataset, list_datasets
-            if train.name not in list_datasets():
-                raise ConfigError(f"clean protocol: cannot find all compositions of task {train.name!r}; pass exclude=<task Dataset>")
-            ex = exclusion_set(load_dataset(train.name), train, valid)
-        if not exclusion_set(train) <= ex: raise ConfigError(f"clean protocol: {train.name!r} has compositions outside the task")
-        return ex
+        given = [x for x in (self.exclude, self.task) if x is not None]
+        if not given:
+            raise ConfigError(f"clean protocol: the whole task of {train.name!r} is unknown (only this fold's rows); run "
+                              "the model through mmlit.protocol (run_matbench, run_holdout) or pass exclude=<task Dataset>")
+        return exclusion_set(*given, train, valid)
 
     def fit(self, train:Dataset, valid:Dataset|None=None) -> "ImKTModel":
         cfg = self.config
@@ -296,8 +300,8 @@ def make_clm_model(name:str, # clm-<arch>-<preset>-<stages>
     return ImKTModel(arch=parts[1], preset=parts[2], stages=parts[3], seed=seed, progress=progress, **kw)
 
 def register_clm_models(register=None):
-    "Add every `CLM_MODEL_NAMES` entry to `mmlit.bench.core.MODELS` (or call `register(name, factory, description)`)."
-    if register is None: from mmlit.bench.core import register_model as register
+    "Add every `CLM_MODEL_NAMES` entry to `mmlit.registry.MODELS` (or call `register(name, factory, description)`)."
+    register = register or register_model
     for n in CLM_MODEL_NAMES:
         register(n, partial(make_clm_model, n), f"composition language model, stages {n.split('-')[-1]} (imKT)")
 
@@ -325,7 +329,6 @@ def run_imkt(task:Dataset, # the property data (with `folds` for the matbench pr
              **kw, # more ImKTConfig fields: budgets (mlm_epochs, n_structures, ...), seed, device, protocol
             ) -> ImKTResult:
     "Pretrain once per task (clean protocol), finetune and test on each fold or on a hold-out split."
-    from mmlit.bench.core import run_matbench, run_holdout
     cfg = replace(config or ImKTConfig(), stages=stages, arch=arch, preset=preset, teachers=tuple(teachers),
                   out_dir=None if out_dir is None else str(out_dir), **kw)
     ex = task if cfg.protocol == "clean" else None
@@ -338,8 +341,7 @@ def run_imkt(task:Dataset, # the property data (with `folds` for the matbench pr
         m = ImKTModel(cfg, exclude=task); models.append(m); return m
     if folds is None: res = run_holdout(task, factory, test_frac=test_frac, seed=cfg.seed)
     else: res = run_matbench(task, factory, folds=folds, seed=cfg.seed, progress=cfg.progress)
-    proto = models[-1].protocol()
-    res.protocol += f"; imKT {'+'.join(cfg.stages)}: {proto}"
+    proto = models[-1].protocol()   # the protocols append it to res.protocol
     res.extra["imkt"] = dict(stage_paths={k: str(v) for k, v in paths.items()}, protocol=proto, name=cfg.name)
     return ImKTResult(res, paths, models, cfg, proto)
 
@@ -393,9 +395,8 @@ def finetune_cli(task:str=None, # registered dataset, e.g. matbench_expt_gap or 
                  device:str=None, seed:int=0, quiet:bool=False,
                  threads:int=None, # torch CPU threads (default: torch's; 1 is fastest for tiny models on small CPUs)
                 ):
-    "Finetune a (pretrained) composition model on a task and score it; writes results like `mmlit bench`."
+    "Finetune a (pretrained) composition model on a task and score it; writes results.json/md and predictions."
     from mmlit.data.external import load_dataset
-    from mmlit.bench.core import run_matbench, run_holdout, save_bench, parse_folds
     if not task: raise ConfigError("--task is required, e.g. --task matbench_expt_gap")
     ds = load_dataset(task)
     if n_max is not None and n_max < len(ds):
@@ -407,10 +408,9 @@ def finetune_cli(task:str=None, # registered dataset, e.g. matbench_expt_gap or 
     res = run_matbench(ds, factory, parse_folds(folds), seed=seed, progress=not quiet) if folds else \
           run_holdout(ds, factory, seed=seed)
     clean = check_clean(model, ds) if model else None
-    res.protocol += "; " + ("from scratch" if not model else f"pretrained {model}: " +
-                            ("clean (every task composition was excluded from pretraining)" if clean else
-                             "NOT verified clean (the checkpoint does not list all task compositions as excluded)"))
-    paths = save_bench(res, Path(out or Path("finetune_results")/ds.name))
+    if model: res.protocol += "; " + ("clean (every task composition was excluded from pretraining)" if clean else
+                                      "NOT verified clean (the checkpoint does not list all task compositions as excluded)")
+    paths = save_result(res, Path(out or Path("finetune_results")/ds.name))
     print(f"{res.model} on {res.task}: {res.metric} = {res.mean():.4g} ± {res.std():.4g}\n{res.protocol}\n"
           f"wrote {', '.join(str(p) for p in paths.values())}")
     return res
