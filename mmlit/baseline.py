@@ -11,6 +11,7 @@ import numpy as np
 from tqdm.auto import tqdm
 from pymatgen.core import Element
 from sklearn.dummy import DummyClassifier, DummyRegressor
+from threadpoolctl import threadpool_limits
 from sklearn.ensemble import (HistGradientBoostingClassifier, HistGradientBoostingRegressor,
                               RandomForestClassifier, RandomForestRegressor)
 
@@ -181,10 +182,12 @@ def _predict(self:BaselineModel, data) -> np.ndarray:
 BaselineModel.featurize, BaselineModel.fit, BaselineModel.predict = _featurize, _fit, _predict
 
 # %% ../nbs/09_baseline.ipynb #3052fce2
-def _hgb(loss, max_iter, lr, leaves, seed, patience):
+def _hgb(self, loss, n_rows):
+    "One boosting model with this TunedTreeModel's settings; early stopping (on an internal split) for large sets only."
     cls = HistGradientBoostingClassifier if loss == "log_loss" else HistGradientBoostingRegressor
-    return cls(loss=loss, max_iter=max_iter, learning_rate=lr, max_leaf_nodes=leaves, early_stopping=True,
-               n_iter_no_change=patience, random_state=seed)
+    es = n_rows >= 10_000 if self.early_stopping == "auto" else self.early_stopping
+    return cls(loss=loss, max_iter=self.max_iter, learning_rate=self.learning_rate, max_leaf_nodes=self.max_leaf_nodes,
+               early_stopping=es, validation_fraction=self.valid_frac, n_iter_no_change=self.patience, random_state=self.seed)
 
 class TunedTreeModel:
     "Magpie features + histogram gradient boosting with a validated loss and an optional zero gate (regression)."
@@ -195,10 +198,12 @@ class TunedTreeModel:
                  max_iter:int=2000,        # boosting rounds (early stopping usually ends sooner)
                  learning_rate:float=0.03,
                  max_leaf_nodes:int=63,
+                 early_stopping="auto",    # True, False or "auto" (scikit-learn's rule: on from 10,000 rows)
                  patience:int=50,          # rounds without improvement of the held-out score before stopping
-                 valid_frac:float=0.1,     # held-out share for early stopping and the loss choice
+                 valid_frac:float=0.1,     # held-out share for the loss choice and early stopping
                  target:str|None=None,     # target column; default the dataset's first
-                 seed:int=0, progress:bool=True, n_jobs=None, n_estimators=None): # (last two: the registry's keywords)
+                 n_jobs:int=1, # OpenMP threads for sets of >= 20,000 rows (smaller sets always use 1: see below)
+                 seed:int=0, progress:bool=True, n_estimators=None): # (the last: the registry's boosting rounds)
         if loss not in ("auto", "squared_error", "absolute_error"):
             raise ConfigError(f"unknown loss {loss!r}; choose from ['absolute_error', 'auto', 'squared_error']")
         if zero_gate not in (True, False, "auto"): raise ConfigError(f"zero_gate must be True, False or 'auto', got {zero_gate!r}")
@@ -207,20 +212,21 @@ class TunedTreeModel:
         self.features, self.loss, self.zero_gate, self.zero_frac, self.target = features, loss, zero_gate, zero_frac, target
         self.max_iter = n_estimators or max_iter
         self.learning_rate, self.max_leaf_nodes, self.patience, self.valid_frac = learning_rate, max_leaf_nodes, patience, valid_frac
-        self.seed, self.progress = seed, progress
+        self.early_stopping = early_stopping
+        self.seed, self.progress, self.n_jobs = seed, progress, n_jobs or 1
         self.regressor_, self.gate_, self.loss_, self.valid_mae_ = None, None, None, {}
 
     name = "tuned-tree"
     def get_params(self) -> dict:
         return dict(features=self.features, loss=self.loss, zero_gate=self.zero_gate, zero_frac=self.zero_frac,
                     max_iter=self.max_iter, learning_rate=self.learning_rate, max_leaf_nodes=self.max_leaf_nodes,
-                    patience=self.patience, valid_frac=self.valid_frac, seed=self.seed,
+                    early_stopping=self.early_stopping, patience=self.patience, valid_frac=self.valid_frac, seed=self.seed,
                     chosen_loss=self.loss_, gated=self.gate_ is not None, valid_mae=self.valid_mae_)
     def __repr__(self): return f"TunedTreeModel(loss={self.loss!r}, zero_gate={self.zero_gate!r}, features={self.features!r})"
 
 # %% ../nbs/09_baseline.ipynb #b6a8ccfa
 def _tt_fit(self:TunedTreeModel, data:Dataset) -> TunedTreeModel:
-    "Featurize, hold out `valid_frac`, fit the gate (if on) and the regressor(s); keep the loss with the lower held-out MAE."
+    "Featurize; choose the loss on a held-out tenth (gate included); refit gate and regressor on all rows."
     if not isinstance(data, Dataset): raise DataError(f"fit needs an mmlit Dataset (with targets), got {type(data).__name__}")
     if data.task_type != "regression": raise DataError(f"TunedTreeModel is a regressor; {data.name!r} is {data.task_type}")
     if self.target is not None and self.target not in data.target_names:
@@ -228,25 +234,32 @@ def _tt_fit(self:TunedTreeModel, data:Dataset) -> TunedTreeModel:
     y = np.asarray(data.y(self.target), dtype=float)
     if not np.isfinite(y).all():
         raise DataError(f"{data.name}: non-finite targets in rows {np.flatnonzero(~np.isfinite(y))[:10].tolist()}")
-    if len(y) < 20: raise DataError(f"{data.name}: {len(y)} rows are too few for a held-out early-stopping split (need 20)")
+    if len(y) < 20: raise DataError(f"{data.name}: {len(y)} rows are too few for a held-out split (need 20)")
     X = self.featurizer(list(data.compositions), progress=self.progress)
-    va = np.random.default_rng(self.seed).random(len(y)) < self.valid_frac
+    with threadpool_limits(self._threads(len(y))): return self._fit_arrays(X, y)
+
+def _tt_threads(self:TunedTreeModel, n_rows:int) -> int:
+    "OpenMP threads: one below 20,000 rows, where each of 2,000 rounds is too short to share (19x faster on 300 rows)."
+    return 1 if n_rows < 20_000 else self.n_jobs
+
+def _tt_fit_arrays(self:TunedTreeModel, X, y) -> TunedTreeModel:
     zero = y == 0
-    gate = zero.mean() >= self.zero_frac if self.zero_gate == "auto" else self.zero_gate
-    self.gate_ = None
-    if gate and zero[~va].any() and (~zero[~va]).any():
-        self.gate_ = _hgb("log_loss", self.max_iter, self.learning_rate, self.max_leaf_nodes, self.seed, self.patience)
-        self.gate_.fit(X[~va], zero[~va], X_val=X[va], y_val=zero[va])
-    keep = ~zero if self.gate_ is not None else np.ones(len(y), bool)   # the regressor learns the non-zero rows
-    tr, ho = ~va & keep, va & keep
+    gate = zero.mean() >= self.zero_frac if self.zero_gate == "auto" else bool(self.zero_gate)
+    gate = gate and zero.any() and (~zero).any()
+    def fit_on(rows, loss):
+        "(gate or None, regressor) fitted on `rows`."
+        g = self._hgb("log_loss", rows.sum()).fit(X[rows], zero[rows]) if gate else None
+        keep = rows & ~zero if gate else rows                   # the regressor learns the non-zero rows
+        return g, self._hgb(loss, keep.sum()).fit(X[keep], y[keep])
     losses = ["squared_error", "absolute_error"] if self.loss == "auto" else [self.loss]
-    fits, self.valid_mae_ = {}, {}
-    for l in losses:
-        m = _hgb(l, self.max_iter, self.learning_rate, self.max_leaf_nodes, self.seed, self.patience)
-        fits[l] = m.fit(X[tr], y[tr], X_val=X[ho], y_val=y[ho])
-        self.valid_mae_[l] = float(np.abs(self._combine(X[va], m.predict(X[va])) - y[va]).mean())
-    self.loss_ = min(self.valid_mae_, key=self.valid_mae_.get)
-    self.regressor_ = fits[self.loss_]
+    self.valid_mae_ = {}
+    if len(losses) > 1:
+        va = np.random.default_rng(self.seed).random(len(y)) < self.valid_frac
+        for l in losses:
+            self.gate_, reg = fit_on(~va, l)
+            self.valid_mae_[l] = float(np.abs(self._combine(X[va], reg.predict(X[va])) - y[va]).mean())
+    self.loss_ = min(self.valid_mae_, key=self.valid_mae_.get) if self.valid_mae_ else losses[0]
+    self.gate_, self.regressor_ = fit_on(np.ones(len(y), bool), self.loss_)
     return self
 
 def _tt_combine(self:TunedTreeModel, X, reg) -> np.ndarray:
@@ -259,6 +272,7 @@ def _tt_predict(self:TunedTreeModel, data) -> np.ndarray:
     "Predictions for a `Dataset` or a list of formulas."
     if self.regressor_ is None: raise ConfigError("TunedTreeModel is not fitted: call .fit(dataset) first")
     X = self.featurizer(_comps(data), progress=self.progress)
-    return self._combine(X, self.regressor_.predict(X)).astype(float)
+    with threadpool_limits(self._threads(len(X))): return self._combine(X, self.regressor_.predict(X)).astype(float)
 
-TunedTreeModel.fit, TunedTreeModel._combine, TunedTreeModel.predict = _tt_fit, _tt_combine, _tt_predict
+TunedTreeModel.fit, TunedTreeModel._combine, TunedTreeModel.predict, TunedTreeModel._hgb = _tt_fit, _tt_combine, _tt_predict, _hgb
+TunedTreeModel._threads, TunedTreeModel._fit_arrays = _tt_threads, _tt_fit_arrays

@@ -100,6 +100,8 @@ for _f in ("magpie", "fractions"):
                        features=_f, estimator=_e)
 register_model("mean", "mmlit.baseline:BaselineModel", "predicts the training mean (class prior): the dummy floor",
                features=None, estimator="mean")
+register_model("tuned-tree", "mmlit.baseline:TunedTreeModel",
+               "Magpie + gradient boosting (2,000 rounds, lr 0.03), validated loss, zero gate where >= 20 % of targets are 0")
 
 for _arch in ("bert", "roformer", "modernbert"):
     for _preset in ("tiny", "small", "base"):
@@ -107,6 +109,14 @@ for _arch in ("bert", "roformer", "modernbert"):
             _name = f"clm-{_arch}-{_preset}-{_stages}"
             register_model(_name, "mmlit.comp.finetune:make_clm_model",
                            f"chemical language model ({_arch}, {_preset}), imKT stages {_stages}", name=_name)
+
+for _recipe, _d in [("elm-fast", "element tokens + mat2vec, 256 x 3 BERT, Magpie head, zero gate, L1; no pretraining"),
+                    ("elm-imkt", "elm-fast after imKT pretraining (capped MLM corpus + CHGNet alignment), clean protocol"),
+                    ("elm-small", "elm-fast at the 'small' width (384 x 6)")]:
+    register_model(_recipe, "mmlit.comp.recipes:make_recipe", _d, name=_recipe)
+    register_model(f"{_recipe}-ens5", "mmlit.comp.recipes:make_recipe", f"5-seed ensemble of {_recipe} (spread = uncertainty)",
+                   name=_recipe, n_seeds=5)
+    register_model(f"{_recipe}+tree", "mmlit.comp.recipes:make_recipe", f"mean of {_recipe} and tuned-tree", name=_recipe, with_tree=True)
 
 for _name, _arch, _preset, _d in [("cgcnn", "cgcnn", "paper", "CGCNN (Xie & Grossman 2018): 3 convolutions, 64 hidden"),
                                   ("alignn", "alignn", "full", "ALIGNN-style: 4 ALIGNN + 4 GCN layers, hidden 256"),

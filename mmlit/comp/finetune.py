@@ -17,7 +17,9 @@ from filelock import FileLock
 
 from ..core import ConfigError, DataError, cache_dir, seed_everything, default_device
 from ..data.core import Dataset
-from .tokenizer import CompositionTokenizer
+from .tokenizer import CompositionTokenizer, ENCODINGS, load_tokenizer, make_tokenizer
+from ..baseline import get_featurizer
+from ..metrics import mae
 from .model import ARCHS, PRESETS, build_model, from_backbone, load_composition_model
 from .data import CompositionDataset, from_dataset, composition_corpus, exclusion_set, formulas_hash
 from .pretrain import StageResult, run_stage, save_stage, read_stage, pretrain_mlm
@@ -27,20 +29,31 @@ from ..protocol import run_matbench, run_holdout, parse_folds, save_result
 from ..registry import register_model
 
 # %% auto #0
-__all__ = ['STAGES', 'STAGE_SETS', 'CLM_MODEL_NAMES', 'finetune', 'predict', 'load_finetuned', 'parse_stages', 'ImKTConfig',
-           'stage_key', 'pretrain_imkt', 'check_clean', 'ImKTModel', 'make_clm_model', 'register_clm_models',
-           'ImKTResult', 'run_imkt', 'pretrain_cli', 'finetune_cli']
+__all__ = ['STAGES', 'STAGE_SETS', 'CLM_MODEL_NAMES', 'resolve_zero_gate', 'finetune', 'predict', 'load_finetuned',
+           'parse_stages', 'ImKTConfig', 'stage_key', 'pretrain_imkt', 'check_clean', 'ImKTModel', 'make_clm_model',
+           'register_clm_models', 'ImKTResult', 'run_imkt', 'pretrain_cli', 'finetune_cli']
 
 # %% ../../nbs/16_comp.finetune.ipynb #e4462a30
-def _ft_model(init, tokenizer, arch, preset, task, names, seed, **kw):
+def _ft_model(init, tokenizer, arch, preset, task, names, seed, encoding="tokens", **kw):
     seed_everything(seed)
     if init is None:
-        tokenizer = tokenizer or CompositionTokenizer()
+        tokenizer = tokenizer or make_tokenizer(encoding)
         return build_model(tokenizer, arch, preset, task=task, num_targets=len(names), target_names=names, **kw), tokenizer
     path = Path(init)
     if not (path/"config.json").exists(): raise ConfigError(f"init={str(init)!r} is not a saved composition model directory")
     m = from_backbone(path, task=task, log=False, num_targets=len(names), target_names=names, teacher_dims=None, **kw)
-    return m, CompositionTokenizer.from_pretrained(path)
+    return m, load_tokenizer(path)   # the stage's own encoding (El n or element tokens)
+
+def _head_extra(config, compositions) -> dict|None:
+    "The descriptor columns a head with `n_features` reads (computed from the compositions), else None."
+    if not getattr(config, "n_features", 0): return None
+    return {"features": get_featurizer(config.feature_set)(list(compositions), progress=False)}
+
+def resolve_zero_gate(zero_gate, train:Dataset, names:list, min_frac:float=0.2) -> bool:
+    "`zero_gate='auto'`: on when at least `min_frac` of some regression target's training values are exactly 0."
+    if zero_gate not in (True, False, "auto"): raise ConfigError(f"zero_gate must be True, False or 'auto', got {zero_gate!r}")
+    if zero_gate != "auto": return zero_gate
+    return train.task_type == "regression" and any(float(np.mean(train.y(n) == 0)) >= min_frac for n in names)
 
 def finetune(train:Dataset, # training rows (compositions + targets)
              valid:Dataset|None=None, # validation rows (default: `config.valid_frac` carved from `train`)
@@ -51,6 +64,9 @@ def finetune(train:Dataset, # training rows (compositions + targets)
              target:str|list="all", # target column(s)
              sample_weight=None, # optional per-row weights of `train`
              out_dir=None, # save the finetuned model here
+             encoding:str="tokens", # a new model's input: "tokens" (El n) or "elements" (element tokens + amounts)
+             head_features:str|None=None, # descriptors concatenated into the head, e.g. "magpie"
+             zero_gate=False, # True, False or "auto": a zero-gate head for targets with a point mass at 0
              **model_kwargs) -> StageResult:
     "Stage 3 of imKT: finetune on a property with target standardization and early stopping."
     config = config or TrainConfig(epochs=50, lr=5e-4, batch_size=64, patience=10)
@@ -60,11 +76,17 @@ def finetune(train:Dataset, # training rows (compositions + targets)
         if not config.valid_frac: raise ConfigError("finetuning needs a validation set: pass valid= or config.valid_frac > 0")
         if sample_weight is not None: raise ConfigError("pass valid= explicitly together with sample_weight")
         train, valid = train.train_valid_split(config.valid_frac, config.seed)
-    model, tokenizer = _ft_model(init, tokenizer, arch, preset, task, names, config.seed, **model_kwargs)
+    zero_gate = resolve_zero_gate(zero_gate, train, names)
+    if head_features: model_kwargs.update(n_features=len(get_featurizer(head_features).feature_labels()), feature_set=head_features)
+    model, tokenizer = _ft_model(init, tokenizer, arch, preset, task, names, config.seed, encoding, zero_gate=zero_gate, **model_kwargs)
     tr_ds, va_ds = from_dataset(train, tokenizer, names, sample_weight), from_dataset(valid, tokenizer, names)
+    if head_features:   # the head's descriptor statistics come from the training rows only
+        tr_ds.extra.update(_head_extra(model.config, train.compositions)); va_ds.extra.update(_head_extra(model.config, valid.compositions))
+        model.head.set_feature_stats(tr_ds.extra["features"])
+    if zero_gate and task == "regression": model.head.set_zero_point(TargetScaler().fit(tr_ds.targets))
     config = replace(config, scale_targets=task == "regression")
     hist, tr, secs = run_stage("finetune", model, tr_ds, va_ds, partial(pad_collate, pad_id=tokenizer.pad_token_id),
-                               config, None, out_dir)
+                               config, {"mae": mae} if task == "regression" else None, out_dir)
     info = dict(task=train.name, task_type=task, targets=names, n_train=len(train), n_valid=len(valid),
                 best_epoch=getattr(tr, "best_epoch", None), arch=model.config.arch, preset=model.config.preset,
                 train_config=asdict(config), seconds=secs, init=None if init is None else str(init),
@@ -80,14 +102,16 @@ def predict(model, tokenizer:CompositionTokenizer, compositions, # Dataset or li
             batch_size:int=256, device=None) -> np.ndarray:
     "Predictions (n,) or (n, k) in the target units; probabilities for classification."
     comps = compositions.compositions if isinstance(compositions, Dataset) else list(compositions)
-    ds = CompositionDataset(comps, tokenizer)
+    ds = CompositionDataset(comps, tokenizer, extra=_head_extra(model.config, comps))
     if isinstance(scaler, dict): scaler = TargetScaler.from_state_dict(scaler)
     dev = default_device(device); model = model.to(dev).eval()
     order, out = np.argsort(ds.lengths, kind="stable"), []
     for i in range(0, len(ds), batch_size):
         b = pad_collate([ds[j] for j in order[i:i + batch_size]], tokenizer.pad_token_id)
         p = model(**{k: v.to(dev) for k, v in b.items()}).logits.float()
+        gated = p == model.head.zero_point.float() if getattr(model.config, "zero_gate", False) else None
         if scaler is not None: p = scaler.inverse_transform(p)
+        if gated is not None: p = torch.where(gated, torch.zeros_like(p), p)   # exactly 0, not 0 +- float rounding
         if model.config.task == "classification": p = torch.sigmoid(p)
         out.append(p.cpu().numpy())
     p = np.empty((len(ds), model.config.num_targets), np.float32)
@@ -122,6 +146,10 @@ class ImKTConfig:
     arch: str = "bert"                # "bert", "roformer" or "modernbert"
     preset: str = "tiny"              # "tiny", "small" or "base"
     batch_size: int = 64
+    # --- the model's input and size
+    encoding: str = "tokens"          # "tokens" (the paper's El n sentence) or "elements" (element tokens + amounts)
+    element_vectors: str|None = None  # frozen `elementembeddings` vectors (projected) for the element tokens
+    backbone_overrides: dict|None = None  # e.g. {"hidden_size": 256, "num_hidden_layers": 3} (width over depth)
     # --- stage 1: MLM
     mlm_sources: tuple|None = None    # corpus sources (default: `default_corpus_sources()`)
     mlm_max_size: int|None = None     # random subset of the corpus
@@ -141,6 +169,14 @@ class ImKTConfig:
     ft_lr: float = 5e-4
     patience: int|None = 10
     valid_frac: float = 0.1
+    ft_batch_size: int|None = None    # finetuning batch (default batch_size); small batches = many optimiser steps
+    ft_steps: int|None = None         # optimiser-step budget: epochs = steps / batches per epoch, within [10, ft_epochs]
+    ft_schedule: str = "cosine"       # "cosine", "onecycle", ... (`TrainConfig.schedule`)
+    ft_monitor: str = "valid_loss"    # early stopping / best epoch by this ("valid_mae" for regression recipes)
+    average_top_k: int = 0            # average the weights of the k best finetuning epochs (0: off)
+    loss: str = "mse"                 # regression loss: "mse", "l1", "huber" or "robust_l1"
+    zero_gate: bool|str = False       # True, False or "auto" (on for targets with >= 20 % exact zeros)
+    head_features: str|None = None    # descriptors concatenated into the head, e.g. "magpie"
     # --- everything
     protocol: str = "clean"           # "clean": pretraining corpora exclude every composition of the task; "none"
     seed: int = 0
@@ -154,17 +190,22 @@ class ImKTConfig:
         if self.arch not in ARCHS: raise ConfigError(f"unknown arch {self.arch!r}; choose one of {list(ARCHS)}")
         if self.preset not in PRESETS: raise ConfigError(f"unknown preset {self.preset!r}; choose one of {list(PRESETS)}")
         if self.protocol not in ("clean", "none"): raise ConfigError(f"protocol must be 'clean' or 'none', got {self.protocol!r}")
+        if self.encoding not in ENCODINGS: raise ConfigError(f"unknown encoding {self.encoding!r}; choose one of {ENCODINGS}")
 
     @property
     def name(self) -> str:
         short = {"mlm": "mlm", "align": "align", "finetune": "ft"}
-        return f"clm-{self.arch}-{self.preset}-{'+'.join(short[s] for s in self.stages)}"
+        kind = "elm" if self.encoding == "elements" else "clm"   # element-token models get their own prefix
+        return f"{kind}-{self.arch}-{self.preset}-{'+'.join(short[s] for s in self.stages)}"
 
     def train_config(self, stage:str) -> TrainConfig:
         e, lr = {"mlm": (self.mlm_epochs, self.mlm_lr), "align": (self.align_epochs, self.align_lr),
                  "finetune": (self.ft_epochs, self.ft_lr)}[stage]
-        return TrainConfig(epochs=e, lr=lr, batch_size=self.batch_size, seed=self.seed, valid_frac=self.valid_frac,
-                           patience=self.patience if stage == "finetune" else None, progress=self.progress,
+        ft = stage == "finetune"
+        extra = dict(schedule=self.ft_schedule, monitor=self.ft_monitor, average_top_k=self.average_top_k) if ft else {}
+        return TrainConfig(epochs=e, lr=lr, batch_size=(self.ft_batch_size or self.batch_size) if ft else self.batch_size,
+                           seed=self.seed, valid_frac=self.valid_frac, **extra,
+                           patience=self.patience if ft else None, progress=self.progress,
                            num_threads=self.num_threads,
                            cpu=self.device == "cpu" or (self.device is None and not torch.cuda.is_available()))
 
@@ -183,6 +224,8 @@ def stage_key(cfg:ImKTConfig, stage:str, parent:str|None, excluded:set) -> str:
     "Hash of everything that determines a pretraining stage's checkpoint."
     d = dict(stage=stage, arch=cfg.arch, preset=cfg.preset, seed=cfg.seed, batch_size=cfg.batch_size, parent=parent,
              exclude=formulas_hash(excluded))
+    if cfg.encoding != "tokens" or cfg.element_vectors or cfg.backbone_overrides:   # (keys of older stages unchanged)
+        d.update(encoding=cfg.encoding, element_vectors=cfg.element_vectors, backbone=cfg.backbone_overrides)
     if stage == "mlm": d.update(sources=_source_key(cfg.mlm_sources), max_size=cfg.mlm_max_size, epochs=cfg.mlm_epochs, lr=cfg.mlm_lr,
                                 mask_prob=cfg.mask_prob, weighting=cfg.weighting)
     else: d.update(teachers=[_teacher_key(t) for t in cfg.teachers], sources=_source_key(cfg.align_sources), n=cfg.n_structures,
@@ -190,18 +233,24 @@ def stage_key(cfg:ImKTConfig, stage:str, parent:str|None, excluded:set) -> str:
     return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 # %% ../../nbs/16_comp.finetune.ipynb #8344ec26
+def _model_kw(cfg:ImKTConfig, init) -> dict:
+    "Tokenizer and backbone settings of a new model (a stage started from `init` inherits them from its directory)."
+    if init is not None: return {}
+    return dict(tokenizer=make_tokenizer(cfg.encoding), element_vectors=cfg.element_vectors,
+                backbone_overrides=cfg.backbone_overrides)
+
 def _build_stage(cfg:ImKTConfig, stage:str, path:Path, init, excluded:set):
     "Train one pretraining stage into `path` (MLM or alignment), starting from `init` (None or a stage directory)."
     tc = cfg.train_config(stage)
     if stage == "mlm":
         corpus = composition_corpus(cfg.mlm_sources and list(cfg.mlm_sources), excluded, cfg.mlm_max_size, cfg.seed)
         pretrain_mlm(corpus, tc, init=init, arch=cfg.arch, preset=cfg.preset, mask_prob=cfg.mask_prob,
-                     weighting=cfg.weighting, out_dir=path)
+                     weighting=cfg.weighting, out_dir=path, **_model_kw(cfg, init))
     else:
         corpus = alignment_corpus(cfg.align_sources and list(cfg.align_sources), sorted(excluded), cfg.n_structures,
                                   cfg.seed, progress=cfg.progress)
         align(corpus, resolve_teachers(cfg.teachers, "cpu" if tc.cpu else None), tc, init=init, arch=cfg.arch,
-              preset=cfg.preset, cosine_weight=cfg.cosine_weight, out_dir=path, progress=cfg.progress)
+              preset=cfg.preset, cosine_weight=cfg.cosine_weight, out_dir=path, progress=cfg.progress, **_model_kw(cfg, init))
     used = exclusion_set(corpus)
     if leak := used & excluded:
         raise RuntimeError(f"internal error: {len(leak)} excluded formulas in the {stage} corpus: {sorted(leak)[:5]}")
@@ -241,7 +290,7 @@ class ImKTModel:
         self.task = None   # the whole dataset of the protocol (`set_task`)
 
     @property
-    def name(self) -> str: return self.config.name
+    def name(self) -> str: return getattr(self, "recipe", None) or self.config.name   # a recipe keeps its name
 
     def set_task(self, dataset:Dataset):
         "Called by the protocols with the whole dataset (every fold) before `fit`: the clean protocol excludes its rows."
@@ -264,7 +313,15 @@ class ImKTModel:
                 self.excluded = self._exclusion(train, valid)
                 self.stage_paths = pretrain_imkt(cfg, self.excluded)
                 init = list(self.stage_paths.values())[-1]
-            self.result = finetune(train, valid, cfg.train_config("finetune"), init=init, arch=cfg.arch, preset=cfg.preset)
+            new = {} if init is not None else dict(element_vectors=cfg.element_vectors, backbone_overrides=cfg.backbone_overrides)
+            tc = cfg.train_config("finetune")
+            if cfg.ft_steps:   # the same number of optimiser steps on a small and a large task
+                n_fit = len(train) if valid is not None else round(len(train) * (1 - cfg.valid_frac))
+                tc = replace(tc, epochs=int(np.clip(round(cfg.ft_steps * tc.batch_size / max(n_fit, 1)), 10, cfg.ft_epochs)))
+            loss = {} if train.task_type != "regression" else dict(regression_loss=cfg.loss)
+            self.result = finetune(train, valid, tc, init=init, arch=cfg.arch, preset=cfg.preset,
+                                   encoding=cfg.encoding, head_features=cfg.head_features, zero_gate=cfg.zero_gate,
+                                   **loss, **new)
         return self
 
     def predict(self, test) -> np.ndarray:
