@@ -12,8 +12,8 @@ from fastcore.script import call_parse, anno_parser
 from .core import MmlitInputError, ConfigError
 
 # %% auto #0
-__all__ = ['COMMANDS', 'DEMO_MODELS', 'DEMO_CLM_BUDGET', 'register_command', 'CommandUnavailable', 'load_command', 'main',
-           'run_demo', 'demo']
+__all__ = ['COMMANDS', 'DEMO_MODELS', 'DEMO_CLM_BUDGET', 'DEMO_ELM_BUDGET', 'register_command', 'CommandUnavailable',
+           'load_command', 'main', 'run_demo', 'demo']
 
 # %% ../nbs/80_cli.ipynb #2e9833a3
 COMMANDS: dict = {}
@@ -75,20 +75,24 @@ def main(argv:list|None=None) -> int:
     return 0
 
 # %% ../nbs/80_cli.ipynb #b145a981
-DEMO_MODELS = "mean,baseline-magpie-hgb,clm-bert-tiny-mlm+align+ft"
+DEMO_MODELS = "mean,tuned-tree,elm-fast,elm-fast+tree"   # the bar, the best composition recipe, and both together
 
 # CPU-minutes budget of the imKT language model in the demo: MLM on at most 5,000 formulas, alignment onto CHGNet and
 # ALIGNN embeddings of 300 package-shipped structures (no shared data needed), then finetuning with early stopping.
 DEMO_CLM_BUDGET = dict(mlm_max_size=5000, mlm_epochs=3, n_structures=300, align_epochs=8, ft_epochs=12, patience=3,
                        batch_size=128)
 
+# the element-token recipes in the demo: a third of their benchmark step budget (about 2 CPU minutes each)
+DEMO_ELM_BUDGET = dict(ft_steps=2000)
+
 def _demo_model(name:str, task, progress:bool, threads:int|None=1):
-    "A fresh demo model; CLMs get the demo budget and the clean protocol against the whole demo table."
+    "A fresh demo model; language models get the demo budget (CLMs: the clean protocol against the whole demo table)."
     from mmlit.bench.core import make_model
     if name.startswith("clm-"):
         from mmlit.data.structures import SHIPPED_CORPUS_SETS
         return make_model(name, progress=progress, exclude=task, align_sources=tuple(SHIPPED_CORPUS_SETS),
                           num_threads=threads, **DEMO_CLM_BUDGET)
+    if name.startswith("elm-"): return make_model(name, progress=progress, num_threads=threads, **DEMO_ELM_BUDGET)
     return make_model(name, progress=progress)
 
 @functools.lru_cache(maxsize=1)

@@ -99,3 +99,17 @@ def test_lean_benchmark_script_measures_one_model(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     rec = json.loads(r.stdout.strip().splitlines()[-1])
     assert rec["returncode"] == 0 and rec["wall_s"] > 0 and rec["peak_rss_mb"] > 50 and np.isfinite(rec["mae"])
+
+
+def test_pretraining_stage_reused_when_its_corpus_is_clean_for_the_new_task(tmp_path):
+    from mmlit.comp.finetune import ImKTConfig, pretrain_imkt, check_clean
+    cfg = ImKTConfig(stages="mlm+ft", mlm_sources=("shipped_structures",), mlm_max_size=60, mlm_epochs=1, batch_size=16,
+                     out_dir=str(tmp_path), progress=False, device="cpu", num_threads=1,
+                     backbone_overrides=TINY["backbone_overrides"])
+    a = pretrain_imkt(cfg, ["NaCl", "KCl"])["mlm"]
+    corpus = (a/"corpus_formulas.txt").read_text().split()
+    b = pretrain_imkt(cfg, ALLOYS)["mlm"]                          # none of the alloys is in a's corpus: reused
+    assert b == a and check_clean(b, ALLOYS) and not check_clean(a, corpus[:1])
+    c = pretrain_imkt(cfg, corpus[:1])["mlm"]                      # a formula a has seen: a new, clean stage
+    assert c != a and corpus[0] not in (c/"corpus_formulas.txt").read_text().split()
+    assert pretrain_imkt(cfg.__class__(**{**cfg.__dict__, "reuse_stages": False}), ALLOYS)["mlm"] not in (a, c)

@@ -200,8 +200,10 @@ def test_pipeline_checkpoints_and_clean_protocol(tmp_path):
     r4 = run_imkt(task_with_rocksalt, "mlm", out_dir=tmp_path, **{**kw, "mlm_epochs": 1})
     assert r4.bench is None and r4.stage_paths == r3.stage_paths and "pretraining only" in repr(r4)
     with pytest.raises(ConfigError, match="no finetune stage"): ImKTModel(stages="mlm").fit(task)
-    # a task that was not excluded is not clean
-    assert not check_clean(r3.stage_paths["mlm"], Dataset("other", ["z"], ["UO2"], pd.DataFrame({"y": [0.]})))
+    # a task whose formula the stage has seen is not clean; one that is absent from its corpus is
+    seen = (r3.stage_paths["mlm"]/"corpus_formulas.txt").read_text().split()[0]
+    assert not check_clean(r3.stage_paths["mlm"], Dataset("other", ["z"], [seen], pd.DataFrame({"y": [0.]})))
+    assert check_clean(r3.stage_paths["mlm"], Dataset("other", ["z"], ["Fe0.7Cr0.18Ni0.1C0.0004Mn0.0196"], pd.DataFrame({"y": [0.]})))
     # protocol "none": the task's compositions stay in the corpus (and the checkpoint is not clean for the task)
     r5 = run_imkt(task_with_rocksalt, "mlm", out_dir=tmp_path, **{**kw, "mlm_epochs": 1, "protocol": "none"})
     assert set((r5.stage_paths["mlm"]/"corpus_formulas.txt").read_text().split()) & excluded

@@ -152,7 +152,7 @@ class ImKTConfig:
     backbone_overrides: dict|None = None  # e.g. {"hidden_size": 256, "num_hidden_layers": 3} (width over depth)
     # --- stage 1: MLM
     mlm_sources: tuple|None = None    # corpus sources (default: `default_corpus_sources()`)
-    mlm_max_size: int|None = None     # random subset of the corpus
+    mlm_max_size: int|None = 20_000   # random subset of the corpus (None: all of it); the cap keeps a first run lean
     mlm_epochs: int = 5
     mlm_lr: float = 1e-3
     mask_prob: float = 0.15
@@ -160,7 +160,7 @@ class ImKTConfig:
     # --- stage 2: alignment
     teachers: tuple = ("chgnet", "alignn")  # names or Teacher objects
     align_sources: tuple|None = None  # structure sets (default: `structure_corpus`'s)
-    n_structures: int|None = None     # random subset of the structure corpus
+    n_structures: int|None = 1_000    # random subset of the structure corpus (None: all); teachers embed each once
     align_epochs: int = 10
     align_lr: float = 1e-3
     cosine_weight: float = 0.0
@@ -183,6 +183,7 @@ class ImKTConfig:
     device: str|None = None           # None: GPU if available
     out_dir: str|None = None          # stage cache (default: `cache_dir("imkt")`)
     progress: bool = True
+    reuse_stages: bool = True         # reuse a cached stage of another task when its corpus holds none of this task's formulas
     num_threads: int|None = None      # torch CPU threads for fit/predict (None: torch's setting); tiny models: 1
 
     def __post_init__(self):
@@ -267,15 +268,29 @@ def pretrain_imkt(cfg:ImKTConfig, exclude=None, # the task Dataset (or formulas)
         path = cfg.root/f"{stage}-{key}"
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(f"{path}.lock"):   # another process building the same stage: wait for it, then reuse it
-            if not read_stage(path): _build_stage(cfg, stage, path, paths[parent_stage] if parent else None, excluded)
+            if not read_stage(path):
+                other = _reusable(cfg, stage, parent, excluded) if cfg.reuse_stages else None
+                if other is not None: path, key = other, other.name.split("-", 1)[1]
+                else: _build_stage(cfg, stage, path, paths[parent_stage] if parent else None, excluded)
+                (path/"settings_key.txt").write_text(stage_key(cfg, stage, parent, set()))
         paths[stage], parent, parent_stage = path, key, stage
     return paths
 
+def _reusable(cfg:ImKTConfig, stage:str, parent:str|None, excluded:set) -> Path|None:
+    "A finished stage with the same settings (any exclusion set) whose corpus holds none of `excluded`: clean here too."
+    want = stage_key(cfg, stage, parent, set())
+    for p in sorted(cfg.root.glob(f"{stage}-*")):
+        s, c = p/"settings_key.txt", p/"corpus_formulas.txt"
+        if not (p.is_dir() and s.exists() and c.exists()) or s.read_text() != want or not read_stage(p): continue
+        if not set(c.read_text().split()) & excluded: return p
+    return None
+
 def check_clean(path, task) -> bool:
-    "True when every composition of `task` (Dataset or formulas) was excluded from the pretraining at `path`."
-    f = Path(path)/"excluded_formulas.txt"
-    if not f.exists(): return False
-    return exclusion_set(task) <= set(f.read_text().split())
+    "True when no composition of `task` (Dataset or formulas) can have been seen by the pretraining stage at `path`."
+    f, c = Path(path)/"excluded_formulas.txt", Path(path)/"corpus_formulas.txt"
+    mine = exclusion_set(task)
+    if f.exists() and mine <= set(f.read_text().split()): return True       # excluded when the stage was built
+    return c.exists() and not mine & set(c.read_text().split())             # or simply absent from its corpus
 
 # %% ../../nbs/16_comp.finetune.ipynb #432daf23
 class ImKTModel:
