@@ -269,7 +269,8 @@ def pretrain_imkt(cfg:ImKTConfig, exclude=None, # the task Dataset (or formulas)
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(f"{path}.lock"):   # another process building the same stage: wait for it, then reuse it
             if not read_stage(path):
-                other = _reusable(cfg, stage, parent, excluded) if cfg.reuse_stages else None
+                # reuse only under the clean protocol: with "none" the full corpus is the point
+                other = _reusable(cfg, stage, parent, excluded) if cfg.reuse_stages and cfg.protocol == "clean" else None
                 if other is not None: path, key = other, other.name.split("-", 1)[1]
                 else: _build_stage(cfg, stage, path, paths[parent_stage] if parent else None, excluded)
                 (path/"settings_key.txt").write_text(stage_key(cfg, stage, parent, set()))
