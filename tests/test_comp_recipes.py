@@ -113,3 +113,16 @@ def test_pretraining_stage_reused_when_its_corpus_is_clean_for_the_new_task(tmp_
     c = pretrain_imkt(cfg, corpus[:1])["mlm"]                      # a formula a has seen: a new, clean stage
     assert c != a and corpus[0] not in (c/"corpus_formulas.txt").read_text().split()
     assert pretrain_imkt(cfg.__class__(**{**cfg.__dict__, "reuse_stages": False}), ALLOYS)["mlm"] not in (a, c)
+
+
+def test_alignment_as_auxiliary_finetuning_loss():
+    "Rows whose formula has a known structure get teacher targets; the heads go away after training."
+    from mmlit.data.structures import load_structure_set
+    protos = load_structure_set("jarvis_prototypes", progress=False)
+    forms = list(dict.fromkeys(protos.compositions))[:60]
+    ds = Dataset("protos", forms, forms, pd.DataFrame({"y": np.random.default_rng(0).normal(size=len(forms))}))
+    m = make_model("elm-fast", progress=False, head_features=None, aux_align=0.5, aux_teachers=("alignn",),
+                   aux_sources=("jarvis_prototypes",), **TINY).fit(ds)
+    aux = m.result.info["aux_align"]
+    assert aux["teachers"] == ["alignn_prototypes"] and 0 < aux["rows_with_structure"] <= aux["rows"] < len(forms)   # train rows only
+    assert not hasattr(m.result.model, "aux_heads") and np.isfinite(m.predict(forms[:5])).all()

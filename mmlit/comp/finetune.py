@@ -20,6 +20,7 @@ from ..data.core import Dataset
 from .tokenizer import CompositionTokenizer, ENCODINGS, load_tokenizer, make_tokenizer
 from ..baseline import get_featurizer
 from ..metrics import mae
+from .auxalign import aux_alignment_targets, add_aux_heads, drop_aux_heads, AuxAlignment
 from .model import ARCHS, PRESETS, build_model, from_backbone, load_composition_model
 from .data import CompositionDataset, from_dataset, composition_corpus, exclusion_set, formulas_hash
 from .pretrain import StageResult, run_stage, save_stage, read_stage, pretrain_mlm
@@ -67,6 +68,8 @@ def finetune(train:Dataset, # training rows (compositions + targets)
              encoding:str="tokens", # a new model's input: "tokens" (El n) or "elements" (element tokens + amounts)
              head_features:str|None=None, # descriptors concatenated into the head, e.g. "magpie"
              zero_gate=False, # True, False or "auto": a zero-gate head for targets with a point mass at 0
+             aux_align:float=0.0, # > 0: alignment onto teacher embeddings of known structures as an auxiliary loss
+             aux_teachers=("chgnet",), aux_sources=None, # its teachers and the structure sets searched
              **model_kwargs) -> StageResult:
     "Stage 3 of imKT: finetune on a property with target standardization and early stopping."
     config = config or TrainConfig(epochs=50, lr=5e-4, batch_size=64, patience=10)
@@ -84,13 +87,19 @@ def finetune(train:Dataset, # training rows (compositions + targets)
         tr_ds.extra.update(_head_extra(model.config, train.compositions)); va_ds.extra.update(_head_extra(model.config, valid.compositions))
         model.head.set_feature_stats(tr_ds.extra["features"])
     if zero_gate and task == "regression": model.head.set_zero_point(TargetScaler().fit(tr_ds.targets))
+    cbs, aux = [], None
+    if aux_align:   # training rows only: validation/test compositions are never looked up
+        Y, M, dims = aux_alignment_targets(train, aux_teachers, aux_sources, progress=config.progress)
+        tr_ds.extra.update(aux_targets=Y, aux_mask=M); add_aux_heads(model, dims); cbs = [AuxAlignment(aux_align)]
+        aux = dict(weight=aux_align, teachers=list(dims), rows_with_structure=int(M.any(1).sum()), rows=len(train))
     config = replace(config, scale_targets=task == "regression")
     hist, tr, secs = run_stage("finetune", model, tr_ds, va_ds, partial(pad_collate, pad_id=tokenizer.pad_token_id),
-                               config, {"mae": mae} if task == "regression" else None, out_dir)
+                               config, {"mae": mae} if task == "regression" else None, out_dir, callbacks=cbs)
+    if aux: drop_aux_heads(tr.unwrapped)
     info = dict(task=train.name, task_type=task, targets=names, n_train=len(train), n_valid=len(valid),
                 best_epoch=getattr(tr, "best_epoch", None), arch=model.config.arch, preset=model.config.preset,
                 train_config=asdict(config), seconds=secs, init=None if init is None else str(init),
-                target_scaler=None if tr.scaler is None else tr.scaler.state_dict())
+                target_scaler=None if tr.scaler is None else tr.scaler.state_dict(), aux_align=aux)
     res = StageResult("finetune", tr.unwrapped, tokenizer, hist, info=info, trainer=tr)
     if out_dir is not None: save_stage(res, out_dir)
     return res
@@ -177,6 +186,9 @@ class ImKTConfig:
     loss: str = "mse"                 # regression loss: "mse", "l1", "huber" or "robust_l1"
     zero_gate: bool|str = False       # True, False or "auto" (on for targets with >= 20 % exact zeros)
     head_features: str|None = None    # descriptors concatenated into the head, e.g. "magpie"
+    aux_align: float = 0.0            # > 0: alignment as an auxiliary finetuning loss (rows with a known structure)
+    aux_teachers: tuple = ("chgnet",) # its teachers
+    aux_sources: tuple|None = None    # structure sets searched for the training compositions (default: all known)
     # --- everything
     protocol: str = "clean"           # "clean": pretraining corpora exclude every composition of the task; "none"
     seed: int = 0
@@ -337,6 +349,8 @@ class ImKTModel:
             loss = {} if train.task_type != "regression" else dict(regression_loss=cfg.loss)
             self.result = finetune(train, valid, tc, init=init, arch=cfg.arch, preset=cfg.preset,
                                    encoding=cfg.encoding, head_features=cfg.head_features, zero_gate=cfg.zero_gate,
+                                   aux_align=cfg.aux_align, aux_teachers=cfg.aux_teachers,
+                                   aux_sources=cfg.aux_sources and list(cfg.aux_sources),
                                    **loss, **new)
         return self
 
