@@ -183,15 +183,8 @@ def vm_hwm_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+sys.path.insert(0, os.path.dirname(HERE))   # benchmarks/: helpers shared by the peer runs
+from peer_common import cpu_model  # noqa: E402
 
 
 def pkg_version(name):

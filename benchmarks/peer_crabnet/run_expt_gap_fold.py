@@ -133,15 +133,8 @@ class TimedStdout:
         return getattr(self.stream, name)
 
 
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+sys.path.insert(0, os.path.dirname(HERE))   # benchmarks/: helpers shared by the peer runs
+from peer_common import cpu_model  # noqa: E402
 
 
 def mem_total_gb():
