@@ -39,7 +39,7 @@ class Ensemble:
         "Build and fit every member (with the validation rows where a member takes them)."
         self.members = []
         for f in tqdm(self.factories, desc="ensemble members", disable=not self.progress, leave=False):
-            m = f() if callable(f) and not hasattr(f, "predict") else f
+            m = f if hasattr(f, "predict") and not isinstance(f, type) else f()   # a model, or a factory (a class too)
             if valid is not None and _takes_valid(m): m.fit(train, valid)
             else: m.fit(train)
             self.members.append(m)
