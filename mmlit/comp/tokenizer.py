@@ -170,16 +170,26 @@ def encode_compositions(self:CompositionTokenizer,
     "Tokenize a batch of compositions; `CompositionError` naming the row for bad input."
     if isinstance(compositions, (str, Mapping, Composition)):
         raise CompositionError(f"encode_compositions expects a list of compositions, got the single value {compositions!r}")
-    texts = []
+    texts, amounts = [], []
     for i, x in enumerate(compositions):
-        try: toks = self.composition_to_tokens(x)
+        try: toks, amt = self._row_tokens(x)   # one parse per composition (amounts: element-token encodings only)
         except CompositionError as e: raise CompositionError(f"row {i}: {e}") from None
+        amounts.append(amt)
         if len(toks) + 2 > self.model_max_length:
             raise CompositionError(f"row {i}: composition {x!r} needs {len(toks)+2} tokens, more than "
                                    f"model_max_length={self.model_max_length}")
         texts.append(" ".join(toks))
     if kwargs.get("truncation"): raise ConfigError("encode_compositions never truncates (it would change the composition)")
-    return self(texts, padding=padding, return_tensors=return_tensors, **kwargs)
+    enc = self(texts, padding=padding, return_tensors=None, **kwargs)
+    if amounts and amounts[0] is not None:   # [CLS] and [SEP] carry 0, padding too
+        width = max(len(r) for r in enc["input_ids"])
+        enc["amounts"] = [[0.0] + a + [0.0] + [0.0]*((width - len(a) - 2) if padding else 0) for a in amounts]
+    return BatchEncoding(dict(enc), tensor_type=return_tensors)
+
+@patch
+def _row_tokens(self:CompositionTokenizer, x) -> tuple[list[str], list[float]|None]:
+    "(tokens, per-token amounts or None) of one composition; `ElementTokenizer` returns the atomic fractions."
+    return self.composition_to_tokens(x), None
 
 # %% ../../nbs/10_comp.tokenizer.ipynb #16c4462a
 @patch
@@ -230,18 +240,9 @@ class ElementTokenizer(CompositionTokenizer):
 
 # %% ../../nbs/10_comp.tokenizer.ipynb #146d8aa8
 @patch
-def encode_compositions(self:ElementTokenizer, compositions, padding:bool|str=True, return_tensors:str|None=None, **kwargs) -> BatchEncoding:
-    "Tokenize a batch: `input_ids`, `attention_mask` and `amounts` (atomic fractions, 0 at specials and padding)."
-    if isinstance(compositions, (str, Mapping, Composition)):
-        raise CompositionError(f"encode_compositions expects a list of compositions, got the single value {compositions!r}")
-    fracs = []
-    for i, x in enumerate(compositions):
-        try: fracs.append([0.0] + self.composition_fractions(x)[1] + [0.0])
-        except CompositionError as e: raise CompositionError(f"row {i}: {e}") from None
-    enc = CompositionTokenizer.encode_compositions(self, compositions, padding=padding, return_tensors=None, **kwargs)
-    width = max((len(r) for r in enc["input_ids"]), default=0)
-    enc["amounts"] = [f + [0.0]*(width - len(f)) for f in fracs] if padding else fracs
-    return BatchEncoding(dict(enc), tensor_type=return_tensors)
+def _row_tokens(self:ElementTokenizer, x) -> tuple[list[str], list[float]]:
+    "Element symbols and their atomic fractions: `encode_compositions` adds them as the `amounts` row."
+    return self.composition_fractions(x)
 
 @patch
 def decode_composition(self:ElementTokenizer, ids, amounts=None) -> Composition:
