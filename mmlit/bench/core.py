@@ -161,7 +161,7 @@ def bench_cli(task:str=None, # matbench task, e.g. expt_gap or matbench_expt_gap
               target:str=None, # target column of a multi-property structure set (e.g. heat_all for perov_5)
               quiet:bool=False, # no progress bars
              ):
-    "Run the matbench 5-fold protocol (your table's folds, or a structure set's official split) for one model; write results."
+    "Run the matbench 5-fold protocol (your table's folds, or a structure set's or JARVIS property's official split) for one model; write results."
     from mmlit.data.external import load_matbench
     from mmlit.data.table import load_table
     from mmlit.data.structures import load_structure_task
@@ -176,6 +176,9 @@ def bench_cli(task:str=None, # matbench task, e.g. expt_gap or matbench_expt_gap
         if data is not None: raise ConfigError(f"--data is a composition table; {model} needs structures (use --task)")
         ds = load_structure_task(task, progress=not quiet)
     elif user: ds = load_table(data, label=label, composition=composition, name=task, seed=seed)
+    elif str(task).startswith("jarvis_"):
+        from mmlit.data.jarvis import load_jarvis
+        ds = load_jarvis(task)   # JARVIS-Leaderboard's train/val/test split in meta: scored by run_split below
     else: ds = load_matbench(task, path=data)
     if target is not None or len(ds.target_names) > 1:
         if target not in ds.target_names: raise ConfigError(f"{ds.name} has targets {ds.target_names}: choose one with --target")
