@@ -4,8 +4,9 @@
 
 # %% ../nbs/07_registry.ipynb #1ca5e2f0
 from __future__ import annotations
-import importlib, inspect
+import importlib, inspect, json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import pandas as pd
@@ -13,8 +14,8 @@ import pandas as pd
 from .core import ConfigError
 
 # %% auto #0
-__all__ = ['COMMON_KEYWORDS', 'MODELS', 'STRUCTURE_MODELS', 'ModelEntry', 'register_model', 'model_entry', 'make_model',
-           'model_names', 'describe_models']
+__all__ = ['COMMON_KEYWORDS', 'MODELS', 'STRUCTURE_MODELS', 'SAVERS', 'MODEL_FILE', 'ModelEntry', 'resolve_ref', 'register_model',
+           'model_entry', 'make_model', 'model_names', 'describe_models', 'register_saver', 'save_model', 'load_model']
 
 # %% ../nbs/07_registry.ipynb #aa666889
 COMMON_KEYWORDS = ("n_estimators", "n_jobs", "seed", "progress")  # what `mmlit bench` hands every model
@@ -30,14 +31,20 @@ class ModelEntry:
 
     def resolve(self) -> Callable:
         "The factory itself (imports its module when it is given as a string)."
-        if callable(self.factory): return self.factory
-        mod, _, attr = self.factory.partition(":")
-        try: obj = importlib.import_module(mod)
-        except ImportError as e: raise ConfigError(f"model {self.name!r}: cannot import {mod!r} ({e})") from e
-        for a in attr.split("."):
-            if not hasattr(obj, a): raise ConfigError(f"model {self.name!r}: {mod!r} has no attribute {attr!r}")
-            obj = getattr(obj, a)
-        return obj
+        return resolve_ref(self.factory, f"model {self.name!r}")
+
+def resolve_ref(ref:str|Callable, # "package.module:attr" (attr may be dotted: "Class.method") or a callable
+                what:str="reference", # named in error messages
+               ) -> Callable:
+    "The object `ref` names, importing its module now."
+    if callable(ref): return ref
+    mod, _, attr = ref.partition(":")
+    try: obj = importlib.import_module(mod)
+    except ImportError as e: raise ConfigError(f"{what}: cannot import {mod!r} ({e})") from e
+    for a in attr.split("."):
+        if not hasattr(obj, a): raise ConfigError(f"{what}: {mod!r} has no attribute {attr!r}")
+        obj = getattr(obj, a)
+    return obj
 
 # %% ../nbs/07_registry.ipynb #842063d3
 MODELS: dict = {}                 # name -> ModelEntry
@@ -124,3 +131,40 @@ for _name, _arch, _preset, _d in [("cgcnn", "cgcnn", "paper", "CGCNN (Xie & Gros
                                   ("alignn-tiny", "alignn", "tiny", "ALIGNN-style: 1 + 1 layers, hidden 32 (tests, CI)")]:
     register_model(_name, "mmlit.struct.models:GraphModel", f"crystal graph: {_d}", needs_structures=True,
                    arch=_arch, preset=_preset)
+
+# %% ../nbs/07_registry.ipynb #110002d8
+SAVERS: dict = {}                    # class name -> (save "module:attr", load "module:attr")
+MODEL_FILE = "mmlit_model.json"      # written next to each saved model: its class and the mmlit version
+
+def register_saver(class_name:str, # `type(model).__name__` of the fitted model
+                   save:str|Callable, # save(model, path) -> None, writing into the folder `path`
+                   load:str|Callable, # load(path) -> fitted model
+                  ):
+    "Declare how a model class is saved and loaded (`save_model` / `load_model`)."
+    SAVERS[class_name] = (save, load)
+
+def save_model(model, path) -> Path:
+    "Save a fitted model into the folder `path` (created) with its class's saver; returns the folder."
+    from mmlit import __version__
+    cls = type(model).__name__
+    if cls not in SAVERS: raise ConfigError(f"a {cls} cannot be saved: savable model classes are {sorted(SAVERS)}")
+    path = Path(path); path.mkdir(parents=True, exist_ok=True)
+    resolve_ref(SAVERS[cls][0], f"saver of {cls}")(model, path)
+    (path/MODEL_FILE).write_text(json.dumps(dict(cls=cls, name=getattr(model, "name", cls), mmlit_version=__version__), indent=1))
+    return path
+
+def load_model(path):
+    "The fitted model saved in the folder `path` by `save_model`."
+    path = Path(path)
+    if not (path/MODEL_FILE).exists(): raise ConfigError(f"{str(path)!r} holds no saved mmlit model (no {MODEL_FILE})")
+    try: cls = json.loads((path/MODEL_FILE).read_text())["cls"]
+    except (ValueError, KeyError) as e: raise ConfigError(f"{str(path/MODEL_FILE)!r} is not a valid model file ({e})") from None
+    if cls not in SAVERS: raise ConfigError(f"{str(path)!r} holds a {cls!r}, which this mmlit cannot load: it loads {sorted(SAVERS)}")
+    return resolve_ref(SAVERS[cls][1], f"loader of {cls}")(path)
+
+# %% ../nbs/07_registry.ipynb #e820e3b4
+for _cls in ("TunedTreeModel", "BaselineModel"):
+    register_saver(_cls, f"mmlit.baseline:{_cls}.save", f"mmlit.baseline:{_cls}.load")
+for _cls in ("Ensemble", "WeightedEnsemble"):
+    register_saver(_cls, f"mmlit.ensemble:{_cls}.save", f"mmlit.ensemble:{_cls}.load")
+register_saver("ImKTModel", "mmlit.comp.saving:save_imkt", "mmlit.comp.saving:load_imkt")

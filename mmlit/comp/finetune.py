@@ -31,9 +31,9 @@ from ..protocol import run_matbench, run_holdout, parse_folds, save_result
 from ..registry import register_model
 
 # %% auto #0
-__all__ = ['STAGES', 'STAGE_SETS', 'CLM_MODEL_NAMES', 'resolve_zero_gate', 'finetune', 'predict', 'load_finetuned',
-           'parse_stages', 'ImKTConfig', 'stage_key', 'pretrain_imkt', 'check_clean', 'ImKTModel', 'make_clm_model',
-           'register_clm_models', 'ImKTResult', 'run_imkt', 'pretrain_cli', 'finetune_cli']
+__all__ = ['STAGES', 'STAGE_SETS', 'CLM_MODEL_NAMES', 'resolve_zero_gate', 'finetune', 'predict', 'embed_compositions',
+           'load_finetuned', 'parse_stages', 'ImKTConfig', 'stage_key', 'pretrain_imkt', 'check_clean', 'ImKTModel',
+           'make_clm_model', 'register_clm_models', 'ImKTResult', 'run_imkt', 'pretrain_cli', 'finetune_cli']
 
 # %% ../../nbs/16_comp.finetune.ipynb #e4462a30
 def _ft_model(init, tokenizer, arch, preset, task, names, seed, encoding="tokens", **kw):
@@ -116,9 +116,8 @@ def predict(model, tokenizer:CompositionTokenizer, compositions, # Dataset or li
     if isinstance(scaler, dict): scaler = TargetScaler.from_state_dict(scaler)
     dev = default_device(device); model = model.to(dev).eval()
     order, out = np.argsort(ds.lengths, kind="stable"), []
-    for i in range(0, len(ds), batch_size):
-        b = pad_collate([ds[j] for j in order[i:i + batch_size]], tokenizer.pad_token_id)
-        p = model(**{k: v.to(dev) for k, v in b.items()}).logits.float()
+    for b in _sorted_batches(ds, order, tokenizer.pad_token_id, batch_size, dev):
+        p = model(**b).logits.float()
         gated = p == model.head.zero_point.float() if getattr(model.config, "zero_gate", False) else None
         if scaler is not None: p = scaler.inverse_transform(p)
         if gated is not None: p = torch.where(gated, torch.zeros_like(p), p)   # exactly 0, not 0 +- float rounding
@@ -127,6 +126,26 @@ def predict(model, tokenizer:CompositionTokenizer, compositions, # Dataset or li
     p = np.empty((len(ds), model.config.num_targets), np.float32)
     if len(ds): p[order] = np.concatenate(out)
     return p[:, 0] if p.shape[1] == 1 else p
+
+def _sorted_batches(ds, order, pad_id:int, batch_size:int, dev):
+    "Padded batches of `ds` in `order` (by length: least padding), on `dev`."
+    for i in range(0, len(ds), batch_size):
+        b = pad_collate([ds[j] for j in order[i:i + batch_size]], pad_id)
+        yield {k: v.to(dev) for k, v in b.items()}
+
+@torch.no_grad()
+def embed_compositions(model, tokenizer:CompositionTokenizer, compositions, # Dataset or list of formulas
+                       batch_size:int=256, device=None) -> np.ndarray:
+    "Pooled backbone embeddings (n, hidden) of a (finetuned or pretrained) composition model."
+    comps = compositions.compositions if isinstance(compositions, Dataset) else list(compositions)
+    ds = CompositionDataset(comps, tokenizer)
+    dev = default_device(device); model = model.to(dev).eval()
+    order = np.argsort(ds.lengths, kind="stable")
+    out = [model.embed(b["input_ids"], b["attention_mask"], amounts=b.get("amounts")).float().cpu().numpy()
+           for b in _sorted_batches(ds, order, tokenizer.pad_token_id, batch_size, dev)]
+    if not out: return np.zeros((0, model.backbone.config.hidden_size), np.float32)
+    e = np.empty_like(cat := np.concatenate(out)); e[order] = cat
+    return e
 
 def load_finetuned(path) -> tuple:
     "(model, tokenizer, scaler) of a finetuned stage directory."
@@ -191,6 +210,8 @@ class ImKTConfig:
     aux_align: float = 0.0            # > 0: alignment as an auxiliary finetuning loss (rows with a known structure)
     aux_teachers: tuple = ("chgnet",) # its teachers
     aux_sources: tuple|None = None    # structure sets searched for the training compositions (default: all known)
+    time_limit: float|None = None     # wall-clock seconds for finetuning (`TrainConfig.time_limit`; the best epoch so
+                                      # far is kept); pretraining stages are cached and not limited
     # --- everything
     protocol: str = "clean"           # "clean": pretraining corpora exclude every composition of the task; "none"
     seed: int = 0
@@ -221,7 +242,7 @@ class ImKTConfig:
         return TrainConfig(epochs=e, lr=lr, batch_size=(self.ft_batch_size or self.batch_size) if ft else self.batch_size,
                            seed=self.seed, valid_frac=self.valid_frac, **extra,
                            patience=self.patience if ft else None, progress=self.progress,
-                           num_threads=self.num_threads,
+                           num_threads=self.num_threads, time_limit=self.time_limit if ft else None,
                            cpu=self.device == "cpu" or (self.device is None and not torch.cuda.is_available()))
 
     @property
@@ -361,6 +382,12 @@ class ImKTModel:
         r = self.result
         with torch_threads(self.config.num_threads):   # on the device the model was configured for, as in fit
             return predict(r.model, r.tokenizer, test, r.info["target_scaler"], device=self.config.device)
+
+    def embed(self, data) -> np.ndarray:
+        "Pooled embeddings (n, hidden) of the finetuned backbone: `Predictor.extract_embedding` reads them."
+        if self.result is None: raise ConfigError("call fit() before embed()")
+        with torch_threads(self.config.num_threads):
+            return embed_compositions(self.result.model, self.result.tokenizer, data, device=self.config.device)
 
     def protocol(self) -> str:
         if self.init is not None: return f"finetuned from {self.init}"

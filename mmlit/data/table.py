@@ -4,6 +4,7 @@
 
 # %% ../../nbs/02c_data.table.ipynb #78236b6c
 from __future__ import annotations
+import difflib
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,10 @@ def find_label_column(df:pd.DataFrame, label:str|None=None, # the column, when t
                      ) -> str:
     "The label column of `df`: `label`, else the only numeric column outside `exclude`."
     if label is not None:
-        if label not in df: raise ConfigError(f"label column {label!r} is not in the table; columns: {list(df.columns)}")
+        if label not in df:
+            close = difflib.get_close_matches(str(label), [str(c) for c in df.columns], n=1, cutoff=0.5)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"label column {label!r} is not in the table{hint}; columns: {list(df.columns)}")
         if label in exclude: raise ConfigError(f"label column {label!r} is also the composition, fold or id column")
         return label
     num = [c for c in df.columns if c not in exclude and pd.api.types.is_numeric_dtype(df[c])]
@@ -85,6 +89,7 @@ def load_table(data:str|Path|pd.DataFrame, # CSV path (or a DataFrame) with a co
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
             raise DataError(f"{str(path)!r} is not a readable CSV ({e})") from None
         where, offset = f"user table {path.name}", 2   # messages give CSV line numbers (line 1 is the header)
+        if df.empty: raise DataError(f"{str(path)!r} has a header but no rows")
         name = name or path.name.removesuffix(".gz").removesuffix(".csv")
     name = name or "table"
     if task_type not in ("auto", "regression", "classification"):

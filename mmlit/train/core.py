@@ -63,6 +63,8 @@ class TrainConfig:
     progress:bool = True            # tqdm progress bar
     num_threads:int|None = None     # torch CPU threads while fitting/predicting, restored afterwards (None: leave
                                     # torch's setting); small models on a few shared cores are fastest on 1
+    time_limit:float|None = None    # wall-clock seconds for `fit`: once spent, the epoch ends early (still validated)
+                                    # and training stops; the best checkpoint is kept as usual (None: no limit)
 
     def __post_init__(self):
         def bad(name, why): raise ConfigError(f"TrainConfig.{name}={getattr(self, name)!r}: {why}")
@@ -82,6 +84,7 @@ class TrainConfig:
         if self.num_threads is not None and (not isinstance(self.num_threads, int) or self.num_threads < 1):
             bad("num_threads", "must be None or an integer >= 1")
         if self.save_every_n_steps and self.out_dir is None: bad("save_every_n_steps", "needs out_dir")
+        if self.time_limit is not None and not self.time_limit > 0: bad("time_limit", "must be None or > 0 seconds")
 
 # %% ../../nbs/05_train.core.ipynb #561937a8
 def make_optimizer(model, config:TrainConfig) -> torch.optim.AdamW:
@@ -300,6 +303,7 @@ def _run_epoch(self:Trainer):
         self.batch = send_to_device(batch, acc.device, non_blocking=True)
         self._train_step(); bar.update()
         if self.step % c.log_every == 0: bar.set_postfix(loss=self._check_finite() / max(self._n, 1))
+        if acc.num_processes == 1 and self.out_of_time(): break   # (several processes stop together at the epoch's end)
         if c.save_every_n_steps and self.step % c.save_every_n_steps == 0 and self.batch_in_epoch < self.steps_per_epoch:
             self.save_checkpoint()
     bar.close()
@@ -311,8 +315,18 @@ def _run_epoch(self:Trainer):
     self.history.append(self.log)
     self.epoch, self.batch_in_epoch, self._n = self.epoch + 1, 0, 0
     self._loss_sum = torch.zeros((), device=acc.device)
+    if self.out_of_time(): self.stop = self.timed_out = True
     self._cb("after_epoch")
     if self.out_dir is not None: self.save_checkpoint()
+
+# %% ../../nbs/05_train.core.ipynb #4958b611
+@patch
+def out_of_time(self:Trainer) -> bool:
+    "Whether `TrainConfig.time_limit` is spent (all processes agree: the slowest clock of any decides)."
+    late = getattr(self, "_deadline", None) is not None and time.time() > self._deadline
+    if self.accelerator.num_processes > 1:
+        late = bool(self.accelerator.reduce(torch.tensor(float(late), device=self.accelerator.device), "max").item())
+    return late
 
 # %% ../../nbs/05_train.core.ipynb #3d4f5c8b
 @patch
@@ -327,13 +341,15 @@ def fit(self:Trainer,
             path = self.ckpt_path if resume is True else Path(resume)
             if resume is not True and not path.exists(): raise ConfigError(f"no checkpoint to resume from at {path}")
             if path is not None and path.exists(): self.load_checkpoint(path)
+        self._deadline = None if self.config.time_limit is None else time.time() + self.config.time_limit
+        self.timed_out = False
         self._cb("before_fit")
         while self.epoch < self.config.epochs and not self.stop: self._run_epoch()
         self._cb("after_fit")
     return pd.DataFrame(self.history)
 
 # %% ../../nbs/05_train.core.ipynb #9425e322
-_RESUME_FREE = {"out_dir", "progress", "num_workers", "save_every_n_steps", "log_every", "num_threads"}
+_RESUME_FREE = {"out_dir", "progress", "num_workers", "save_every_n_steps", "log_every", "num_threads", "time_limit"}
 
 @patch
 def save_checkpoint(self:Trainer, path=None):
