@@ -4,24 +4,28 @@
 
 # %% ../nbs/09_baseline.ipynb #901746e9
 from __future__ import annotations
-import warnings
+import json, warnings
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
+from fastcore.basics import patch
 from pymatgen.core import Element
 from sklearn.dummy import DummyClassifier, DummyRegressor
 from threadpoolctl import threadpool_limits
 from sklearn.ensemble import (HistGradientBoostingClassifier, HistGradientBoostingRegressor,
                               RandomForestClassifier, RandomForestRegressor)
 
+import mmlit
 from .core import ConfigError, DataError
 from .data.composition import parse_composition
 from .data.core import Dataset
+from .treeio import TreeEnsemble, export_model, save_arrays
 
 # %% auto #0
-__all__ = ['FEATURIZERS', 'Featurizer', 'FractionFeaturizer', 'MagpieFeaturizer', 'get_featurizer', 'BaselineModel',
-           'TunedTreeModel']
+__all__ = ['FEATURIZERS', 'MODEL_FORMAT_VERSION', 'Featurizer', 'FractionFeaturizer', 'MagpieFeaturizer', 'get_featurizer',
+           'BaselineModel', 'TunedTreeModel']
 
 # %% ../nbs/09_baseline.ipynb #fad2bc5b
 class Featurizer:
@@ -190,7 +194,7 @@ def _hgb(self, loss, n_rows):
                early_stopping=es, validation_fraction=self.valid_frac, n_iter_no_change=self.patience, random_state=self.seed)
 
 class TunedTreeModel:
-    "Magpie features + histogram gradient boosting with a validated loss and an optional zero gate (regression)."
+    "Magpie features + histogram gradient boosting: validated loss and optional zero gate (regression), or a binary classifier."
     def __init__(self, features:str="magpie", # a name from `FEATURIZERS`
                  loss:str="auto",          # "auto" (validated), "squared_error" or "absolute_error"
                  zero_gate="auto",         # True, False or "auto" (on when >= zero_frac of train targets are exactly 0)
@@ -215,6 +219,7 @@ class TunedTreeModel:
         self.early_stopping = early_stopping
         self.seed, self.progress, self.n_jobs = seed, progress, n_jobs or 1
         self.regressor_, self.gate_, self.loss_, self.valid_mae_ = None, None, None, {}
+        self.classifier_, self.task_type_ = None, None
 
     name = "tuned-tree"
     def get_params(self) -> dict:
@@ -226,24 +231,32 @@ class TunedTreeModel:
 
 # %% ../nbs/09_baseline.ipynb #b6a8ccfa
 def _tt_fit(self:TunedTreeModel, data:Dataset) -> TunedTreeModel:
-    "Featurize; choose the loss on a held-out tenth (gate included); refit gate and regressor on all rows."
+    "Featurize; regression: choose the loss on a held-out tenth (gate included), refit on all rows; binary classification: one classifier."
     if not isinstance(data, Dataset): raise DataError(f"fit needs an mmlit Dataset (with targets), got {type(data).__name__}")
-    if data.task_type != "regression": raise DataError(f"TunedTreeModel is a regressor; {data.name!r} is {data.task_type}")
     if self.target is not None and self.target not in data.target_names:
         raise ConfigError(f"target {self.target!r} not in dataset {data.name!r}; it has {data.target_names}")
     y = np.asarray(data.y(self.target), dtype=float)
     if not np.isfinite(y).all():
         raise DataError(f"{data.name}: non-finite targets in rows {np.flatnonzero(~np.isfinite(y))[:10].tolist()}")
-    if len(y) < 20: raise DataError(f"{data.name}: {len(y)} rows are too few for a held-out split (need 20)")
+    if data.task_type == "classification":
+        labels = np.unique(y)
+        if not np.isin(labels, [0, 1]).all() or len(labels) < 2:
+            raise DataError(f"{data.name}: TunedTreeModel classifies binary 0/1 labels (both present); got labels {labels[:10].tolist()}")
+    elif len(y) < 20: raise DataError(f"{data.name}: {len(y)} rows are too few for a held-out split (need 20)")
     X = self.featurizer(list(data.compositions), progress=self.progress)
-    with threadpool_limits(self._threads(len(y))): return self._fit_arrays(X, y)
+    self.task_type_ = data.task_type
+    with threadpool_limits(self._threads(len(y))):
+        if data.task_type == "regression": return self._fit_arrays(X, y)
+        self.regressor_, self.gate_, self.loss_, self.valid_mae_ = None, None, "log_loss", {}
+        self.classifier_ = self._hgb("log_loss", len(y)).fit(X, y.astype(int))
+        return self
 
 def _tt_threads(self:TunedTreeModel, n_rows:int) -> int:
     "OpenMP threads: one below 20,000 rows, where each of 2,000 rounds is too short to share (19x faster on 300 rows)."
     return 1 if n_rows < 20_000 else self.n_jobs
 
 def _tt_fit_arrays(self:TunedTreeModel, X, y) -> TunedTreeModel:
-    zero = y == 0
+    self.classifier_, zero = None, y == 0
     gate = zero.mean() >= self.zero_frac if self.zero_gate == "auto" else bool(self.zero_gate)
     gate = gate and zero.any() and (~zero).any()
     def fit_on(rows, loss):
@@ -269,10 +282,86 @@ def _tt_combine(self:TunedTreeModel, X, reg) -> np.ndarray:
     return np.where(p0 > 0.5, 0.0, reg)
 
 def _tt_predict(self:TunedTreeModel, data) -> np.ndarray:
-    "Predictions for a `Dataset` or a list of formulas."
-    if self.regressor_ is None: raise ConfigError("TunedTreeModel is not fitted: call .fit(dataset) first")
+    "Predictions (probability of class 1 for classification) for a `Dataset` or a list of formulas."
+    if self.regressor_ is None and self.classifier_ is None: raise ConfigError("TunedTreeModel is not fitted: call .fit(dataset) first")
     X = self.featurizer(_comps(data), progress=self.progress)
-    with threadpool_limits(self._threads(len(X))): return self._combine(X, self.regressor_.predict(X)).astype(float)
+    with threadpool_limits(self._threads(len(X))):
+        if self.classifier_ is not None:
+            return self.classifier_.predict_proba(X)[:, list(self.classifier_.classes_).index(1)].astype(float)
+        return self._combine(X, self.regressor_.predict(X)).astype(float)
 
 TunedTreeModel.fit, TunedTreeModel._combine, TunedTreeModel.predict, TunedTreeModel._hgb = _tt_fit, _tt_combine, _tt_predict, _hgb
 TunedTreeModel._threads, TunedTreeModel._fit_arrays = _tt_threads, _tt_fit_arrays
+
+# %% ../nbs/09_baseline.ipynb #018cf6c8
+MODEL_FORMAT_VERSION = 1   # of a saved model directory; bump it when config.json or the parts change meaning
+
+def _save_dir(model, path, init:dict, state:dict, parts:dict) -> Path:
+    "Write config.json + `<part>.safetensors` per fitted estimator into the directory `path`."
+    cfg = {"format": "mmlit.baseline", "format_version": MODEL_FORMAT_VERSION, "class": type(model).__name__,
+           "mmlit_version": mmlit.__version__, "init": init, "params": model.get_params(), **state, "parts": sorted(parts)}
+    try: text = json.dumps(cfg, indent=1)
+    except TypeError as e: raise ConfigError(f"{type(model).__name__} settings are not JSON-able, cannot save: {e}") from None
+    exported = {k: export_model(est) for k, est in parts.items()}      # all parts first: no half-written directory
+    path = Path(path); path.mkdir(parents=True, exist_ok=True)
+    for k, (arrays, meta) in exported.items(): save_arrays(path/f"{k}.safetensors", arrays, meta)
+    (path/"config.json").write_text(text)
+    return path
+
+def _load_dir(cls, path, keys:tuple, parts_of) -> tuple:
+    "`(model, config, {part: TreeEnsemble})` from a directory written by `_save_dir`; `parts_of(config)`: the part names expected."
+    path = Path(path); f = path/"config.json"
+    if not f.is_file(): raise ConfigError(f"no config.json in {str(path)!r}: not a saved {cls.__name__}")
+    try: cfg = json.loads(f.read_text())
+    except (ValueError, UnicodeDecodeError) as e: raise DataError(f"{str(f)!r} is not valid JSON: {e}") from None
+    if not isinstance(cfg, dict) or cfg.get("class") != cls.__name__:
+        raise ConfigError(f"{str(path)!r} holds a {cfg.get('class') if isinstance(cfg, dict) else cfg!r}, not a saved {cls.__name__}")
+    saved, mine = cfg.get("mmlit_version"), mmlit.__version__
+    if cfg.get("format_version") != MODEL_FORMAT_VERSION:
+        raise ConfigError(f"{str(path)!r} was saved by mmlit {saved} (format {cfg.get('format_version')}); "
+                          f"mmlit {mine} reads format {MODEL_FORMAT_VERSION}: retrain, or load it with mmlit {saved}")
+    if saved != mine: warnings.warn(f"{str(path)!r} was saved by mmlit {saved}; this is mmlit {mine} (same format {MODEL_FORMAT_VERSION})")
+    missing = [k for k in ("init", "parts", "task_type", *keys) if k not in cfg]
+    if missing: raise DataError(f"{str(f)!r} lacks {missing}")
+    if set(cfg["parts"]) != parts_of(cfg): raise DataError(f"{str(f)!r} lists parts {cfg['parts']}, expected {sorted(parts_of(cfg))}")
+    try: model = cls(**cfg["init"])
+    except TypeError as e: raise DataError(f"{str(f)!r}: bad constructor arguments {cfg['init']}: {e}") from None
+    return model, cfg, {k: TreeEnsemble.load(path/f"{k}.safetensors") for k in cfg["parts"]}
+
+# %% ../nbs/09_baseline.ipynb #544cece9
+@patch
+def save(self:BaselineModel, path) -> Path:
+    "Save the fitted model into the directory `path` (config.json + model.safetensors)."
+    if self.model_ is None: raise ConfigError(f"{self.name} is not fitted: nothing to save")
+    init = dict(features=self.features, estimator=self.estimator, n_estimators=self.n_estimators, target=self.target,
+                n_jobs=self.n_jobs, seed=self.seed, progress=self.progress, **self.estimator_kw)
+    return _save_dir(self, path, init, dict(task_type=self.task_type_), {"model": self.model_})
+
+@patch(cls_method=True)
+def load(cls:BaselineModel, path) -> BaselineModel:
+    "A `BaselineModel` saved by `save`, predicting as it did."
+    self, cfg, parts = _load_dir(cls, path, (), lambda cfg: {"model"})
+    self.task_type_, self.model_ = cfg["task_type"], parts["model"]
+    return self
+
+# %% ../nbs/09_baseline.ipynb #0986f6e5
+@patch
+def save(self:TunedTreeModel, path) -> Path:
+    "Save the fitted model into the directory `path` (config.json + regressor/gate or classifier .safetensors)."
+    if self.task_type_ is None: raise ConfigError("TunedTreeModel is not fitted: nothing to save")
+    init = dict(features=self.features, loss=self.loss, zero_gate=self.zero_gate, zero_frac=self.zero_frac, max_iter=self.max_iter,
+                learning_rate=self.learning_rate, max_leaf_nodes=self.max_leaf_nodes, early_stopping=self.early_stopping,
+                patience=self.patience, valid_frac=self.valid_frac, target=self.target, n_jobs=self.n_jobs, seed=self.seed,
+                progress=self.progress)
+    parts = {k: m for k, m in dict(regressor=self.regressor_, gate=self.gate_, classifier=self.classifier_).items() if m is not None}
+    state = dict(task_type=self.task_type_, chosen_loss=self.loss_, gated=self.gate_ is not None, valid_mae=self.valid_mae_)
+    return _save_dir(self, path, init, state, parts)
+
+@patch(cls_method=True)
+def load(cls:TunedTreeModel, path) -> TunedTreeModel:
+    "A `TunedTreeModel` saved by `save`, predicting as it did."
+    parts_of = lambda c: {"classifier"} if c["task_type"] == "classification" else {"regressor", "gate"} if c["gated"] else {"regressor"}
+    self, cfg, parts = _load_dir(cls, path, ("chosen_loss", "gated", "valid_mae"), parts_of)
+    self.task_type_, self.loss_, self.valid_mae_ = cfg["task_type"], cfg["chosen_loss"], cfg["valid_mae"]
+    self.regressor_, self.gate_, self.classifier_ = parts.get("regressor"), parts.get("gate"), parts.get("classifier")
+    return self
