@@ -13,7 +13,7 @@ from .core import MmlitInputError, ConfigError
 
 # %% auto #0
 __all__ = ['COMMANDS', 'DEMO_MODELS', 'DEMO_CLM_BUDGET', 'DEMO_ELM_BUDGET', 'register_command', 'CommandUnavailable',
-           'load_command', 'main', 'run_demo', 'demo']
+           'load_command', 'main', 'run_demo', 'demo', 'train', 'predict', 'screen']
 
 # %% ../nbs/80_cli.ipynb #2e9833a3
 COMMANDS: dict = {}
@@ -31,6 +31,9 @@ register_command("run-notebooks", "mmlit.batch:run_notebooks_cli", "execute note
 register_command("pretrain", "mmlit.comp.finetune:pretrain_cli", "imKT pretraining stage of a chemical language model (mlm or align)")
 register_command("finetune", "mmlit.comp.finetune:finetune_cli", "finetune a (pretrained) chemical language model on a property")
 register_command("explain", "mmlit.interpret.analysis:explain_cli", "SHAP-IQ token interactions of a finetuned model: values and figures")
+register_command("train", "mmlit.cli:train", "train models on your own CSV (composition + label); saves the best as a Predictor")
+register_command("predict", "mmlit.cli:predict", "predict a CSV (or list) of formulas with a saved Predictor: prediction, std, error")
+register_command("screen", "mmlit.cli:screen", "rank the charge-neutral compositions of a chemical space with a saved Predictor")
 
 # %% ../nbs/80_cli.ipynb #e47a906f
 class CommandUnavailable(MmlitInputError):
@@ -163,3 +166,93 @@ def demo(out:str="mmlit_demo", # output folder for demo_results.json and demo_pa
           f"({s['cpu_time_s']:.0f} s CPU) on {s['hardware']}.")
     print(f"wrote {Path(out)/'demo_results.json'} and {Path(out)/'demo_parity.png'}")
     return r
+
+# %% ../nbs/80_cli.ipynb #761bac37
+@call_parse
+def train(data:str=None, # CSV with a composition column and the label (required)
+          label:str=None, # the column to predict (required)
+          out:str="mmlit_model", # folder the Predictor is saved into
+          presets:str="fast", # fast (trees, bagged), medium (+ elm-fast language model), best (all bagged)
+          time_limit:str=None, # whole search, e.g. 300, 90s, 10m, 1h (default: no limit)
+          models:str=None, # comma-separated model names instead of the preset's (see mmlit bench --help)
+          tuning_data:str=None, # CSV of validation rows (default: out-of-fold or a hold-out split)
+          composition:str=None, # composition column (default: found by name or content)
+          problem_type:str=None, # regression or binary (default: inferred)
+          eval_metric:str=None, # mae, rmse, roc_auc or accuracy (default: mae / roc_auc)
+          bag_folds:int=None, # bagging folds (default: the preset's; 0: a hold-out split)
+          on_bad:str="raise", # raise, or drop unusable rows (named in a warning)
+          seed:int=0, # seed of the folds and models
+          quiet:bool=False, # no progress bars
+         ):
+    "Train the preset's models on your table, keep the best on validation, save a Predictor to --out."
+    from mmlit.predictor import Predictor
+    if data is None or label is None: raise ConfigError("--data PATH and --label COLUMN are required")
+    p = Predictor(label, problem_type, eval_metric, path=out, composition=composition, verbosity=0 if quiet else 1)
+    p.fit(data, tuning_data=tuning_data, time_limit=time_limit, presets=presets, bag_folds=bag_folds, on_bad=on_bad, seed=seed,
+          hyperparameters=None if models is None else [m.strip() for m in models.split(",") if m.strip()])
+    lb = p.leaderboard(); lb.to_csv(Path(out)/"leaderboard.csv", index=False)
+    s = p.fit_summary()
+    print(f"{s['n_train']} training rows, validation {s['validation']}, {s['eval_metric']} (lower is better)"
+          if s["eval_metric"] in ("mae", "rmse") else f"{s['n_train']} training rows, validation {s['validation']}, {s['eval_metric']}")
+    print(lb.drop(columns=["best"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"\nbest: {s['best']}" + (f" (weights {s['weights']})" if s["best"] == "weighted-ensemble" else "")
+          + f"; {s['fit_time']:.0f} s. Saved to {out}/ (leaderboard.csv, predictor.json, models/)")
+    return p
+
+# %% ../nbs/80_cli.ipynb #0bf706fb
+@call_parse
+def predict(model:str=None, # folder of a saved Predictor (`mmlit train --out`) (required)
+            data:str=None, # CSV with a composition column, or comma-separated formulas (required)
+            out:str="predictions.csv", # output CSV: the input columns + prediction, std, error
+            which:str=None, # a model of the leaderboard instead of the best
+            strict:bool=False, # stop at the first unreadable row instead of marking it
+            quiet:bool=False, # no progress bars
+           ):
+    "Predict new formulas with a saved Predictor; unreadable rows get NaN and an error message."
+    from mmlit.predictor import Predictor, _frame
+    import pandas as pd
+    if model is None or data is None: raise ConfigError("--model FOLDER and --data CSV (or formulas) are required")
+    p = Predictor.load(model)
+    if not quiet: p.verbosity = 1
+    table = _frame(data if Path(data).exists() or data.endswith((".csv", ".csv.gz")) else data.split(","))
+    f = p.predict_frame(table, which, strict)
+    res = table.assign(prediction=f.prediction.to_numpy(), std=f["std"].to_numpy(), error=f.error.to_numpy())
+    if res["std"].isna().all(): res = res.drop(columns="std")       # a single model has no spread to report
+    if p.task_type == "classification": res.insert(len(table.columns), "label", (res.prediction >= 0.5).astype("Int64").where(res.prediction.notna()))
+    res.to_csv(out, index=False)
+    bad = int((f.error != "").sum())
+    print(f"predicted {len(res) - bad} of {len(res)} rows with {which or p.best_}" + (f"; {bad} unreadable (see the error column)" if bad else "")
+          + f"; wrote {out}")
+    return res
+
+# %% ../nbs/80_cli.ipynb #f5070e31
+@call_parse
+def screen(model:str=None, # folder of a saved Predictor (`mmlit train --out`) (required)
+           elements:str=None, # the chemical space, e.g. Li,Fe,P,O (required)
+           max_atoms:int=10, # most atoms per formula unit
+           top:int=50, # candidates kept
+           rank_by:str="prediction", # prediction, ucb (optimistic bound: prediction +- kappa*std) or lcb (pessimistic bound)
+           kappa:float=1.0, # width of the bound in standard deviations
+           minimize:bool=False, # rank the smallest values first (default: the largest)
+           out:str="mmlit_screen", # output folder for screen.csv and screen.png
+           quiet:bool=False, # no progress bars
+          ):
+    "Rank the charge-neutral compositions of a chemical space (SMACT) not in the training data by a saved Predictor."
+    from mmlit.predictor import Predictor
+    from mmlit.screen import screen as run_screen, plot_screen
+    import matplotlib; matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    if model is None or elements is None: raise ConfigError("--model FOLDER and --elements (e.g. Li,Fe,P,O) are required")
+    p = Predictor.load(model)
+    res = run_screen(p, elements, max_atoms=max_atoms, exclude=p.train_formulas_, top=top, rank_by=rank_by, kappa=kappa,
+                     maximize=not minimize, progress=not quiet)
+    o = Path(out); o.mkdir(parents=True, exist_ok=True)
+    res.to_csv(o/"screen.csv", index=False)
+    fig = plot_screen(res, unit=p.label, title=f"{res.attrs['space']}: best by {rank_by}")
+    fig.savefig(o/"screen.png", dpi=110, bbox_inches="tight"); plt.close(fig)
+    a = res.attrs
+    print(f"{a['n_enumerated']} charge-neutral compositions in {a['space']} (<= {max_atoms} atoms), {a['n_excluded']} in the "
+          f"training data dropped; top {len(res)} by {rank_by}:")
+    print(res.head(10)[["rank", "composition", "prediction", "std", "score"]].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"wrote {o/'screen.csv'} and {o/'screen.png'}")
+    return res

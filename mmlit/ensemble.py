@@ -4,16 +4,18 @@
 
 # %% ../nbs/09a_ensemble.ipynb #e0e1b748
 from __future__ import annotations
-import inspect
+import inspect, json
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from .core import ConfigError
+from .registry import save_model, load_model
 
 # %% auto #0
-__all__ = ['Ensemble', 'seed_ensemble']
+__all__ = ['Ensemble', 'seed_ensemble', 'greedy_weights', 'WeightedEnsemble']
 
 # %% ../nbs/09a_ensemble.ipynb #82b61716
 def _takes_valid(model) -> bool:
@@ -60,6 +62,28 @@ class Ensemble:
         return {"n_members": len(self.factories), "members": [getattr(m, "name", type(m).__name__) for m in self.members],
                 "member_params": ps}
 
+    def save(self, path):
+        "Save every fitted member (each with its own saver: `mmlit.registry.save_model`) under `path`."
+        _save_members(self.members, path, dict(name=self.name))
+
+    @classmethod
+    def load(cls, path) -> "Ensemble":
+        "The fitted ensemble saved by `save`."
+        members, meta = _load_members(path)
+        ens = cls(members, name=meta.get("name")); ens.members = members
+        return ens
+
+def _save_members(members:list, path, meta:dict):
+    if not members: raise ConfigError("the ensemble is not fitted: nothing to save")
+    for i, m in enumerate(members): save_model(m, Path(path)/f"member_{i}")
+    (Path(path)/"ensemble.json").write_text(json.dumps(dict(meta, n_members=len(members)), indent=1))
+
+def _load_members(path) -> tuple[list, dict]:
+    f = Path(path)/"ensemble.json"
+    if not f.exists(): raise ConfigError(f"{str(path)!r} holds no saved ensemble (no ensemble.json)")
+    meta = json.loads(f.read_text())
+    return [load_model(Path(path)/f"member_{i}") for i in range(meta["n_members"])], meta
+
 # %% ../nbs/09a_ensemble.ipynb #a52b9715
 def seed_ensemble(factory:Callable, # factory(seed=...) -> unfitted model
                   n:int=5, # number of members
@@ -67,3 +91,60 @@ def seed_ensemble(factory:Callable, # factory(seed=...) -> unfitted model
     "An `Ensemble` of one recipe trained with seeds first_seed .. first_seed + n - 1."
     if not (isinstance(n, int) and n >= 1): raise ConfigError(f"n must be a positive integer, got {n!r}")
     return Ensemble([lambda s=s: factory(seed=s) for s in range(first_seed, first_seed + n)], name=name, progress=progress)
+
+# %% ../nbs/09a_ensemble.ipynb #cb92c333
+def greedy_weights(preds, # (models, n) validation predictions
+                   y, # (n,) validation targets
+                   metric:Callable, # metric(y, pred) -> float
+                   higher_is_better:bool=False,
+                   n_iter:int=25, # selection rounds (the weights are multiples of 1/n_iter)
+                  ) -> np.ndarray:
+    "Ensemble-selection weights (Caruana et al. 2004): greedy forward selection with replacement."
+    preds, y = np.asarray(preds, dtype=float), np.asarray(y, dtype=float)
+    if preds.ndim != 2 or preds.shape[1] != len(y): raise ConfigError(f"preds must be (models, {len(y)}), got {preds.shape}")
+    sign = -1.0 if higher_is_better else 1.0
+    counts, total = np.zeros(len(preds)), np.zeros(len(y))
+    for k in range(1, n_iter + 1):
+        scores = [sign * metric(y, (total + p) / k) for p in preds]
+        best = int(np.argmin(scores)); counts[best] += 1; total += preds[best]
+    return counts / counts.sum()
+
+# %% ../nbs/09a_ensemble.ipynb #42658cbb
+def _mean_std(model, data):
+    "A member's (mean, std); std 0 when the member gives none."
+    if "return_std" in inspect.signature(model.predict).parameters:
+        mu, sd = model.predict(data, return_std=True); return np.asarray(mu, float).reshape(-1), np.asarray(sd, float).reshape(-1)
+    mu = np.asarray(model.predict(data), dtype=float).reshape(-1)
+    return mu, np.zeros_like(mu)
+
+class WeightedEnsemble:
+    "Weighted mean of fitted models; its std is the mixture's (members' own spreads and their disagreement)."
+    def __init__(self, members:list, # fitted models
+                 weights, # one per member, >= 0 (normalised)
+                 name:str="weighted-ensemble"):
+        w = np.asarray(weights, dtype=float)
+        if len(members) != len(w) or not len(w) or (w < 0).any() or w.sum() <= 0:
+            raise ConfigError(f"need one non-negative weight per member (not all 0): {len(members)} members, weights {w.tolist()}")
+        keep = np.flatnonzero(w > 0)
+        self.members, self.weights, self.name = [members[i] for i in keep], w[keep] / w.sum(), name
+
+    def fit(self, *a, **k):
+        raise ConfigError("a WeightedEnsemble combines fitted models: fit the members, then choose weights with greedy_weights")
+
+    def predict(self, data, return_std:bool=False):
+        "Weighted mean (and, with `return_std`, sqrt(sum_i w_i (std_i^2 + mean_i^2) - mean^2))."
+        ms = [_mean_std(m, data) for m in self.members]
+        mu = sum(w * m for w, (m, _) in zip(self.weights, ms))
+        if not return_std: return mu
+        second = sum(w * (s**2 + m**2) for w, (m, s) in zip(self.weights, ms))
+        return mu, np.sqrt(np.clip(second - mu**2, 0, None))
+
+    def get_params(self) -> dict:
+        return {"members": [getattr(m, "name", type(m).__name__) for m in self.members], "weights": self.weights.round(4).tolist()}
+
+    def save(self, path): _save_members(self.members, path, dict(name=self.name, weights=self.weights.tolist()))
+
+    @classmethod
+    def load(cls, path) -> "WeightedEnsemble":
+        members, meta = _load_members(path)
+        return cls(members, meta["weights"], meta.get("name", "weighted-ensemble"))

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..core import ConfigError, CompositionError, DataError
 from .composition import parse_composition
-from .core import Dataset, matbench_folds
+from .core import Dataset, BadRowsError, matbench_folds
 
 # %% auto #0
 __all__ = ['COMPOSITION_NAMES', 'ID_NAMES', 'find_composition_column', 'find_label_column', 'load_table']
@@ -47,8 +47,9 @@ def find_label_column(df:pd.DataFrame, label:str|None=None, # the column, when t
     "The label column of `df`: `label`, else the only numeric column outside `exclude`."
     if label is not None:
         if label not in df:
-            close = difflib.get_close_matches(str(label), [str(c) for c in df.columns], n=1, cutoff=0.5)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            lower = {str(c).lower(): c for c in df.columns}   # case-blind: 'bandgap' finds 'BandGap'
+            close = difflib.get_close_matches(str(label).lower(), list(lower), n=1, cutoff=0.5)
+            hint = f" (did you mean {lower[close[0]]!r}?)" if close else ""
             raise ConfigError(f"label column {label!r} is not in the table{hint}; columns: {list(df.columns)}")
         if label in exclude: raise ConfigError(f"label column {label!r} is also the composition, fold or id column")
         return label
@@ -101,6 +102,11 @@ def load_table(data:str|Path|pd.DataFrame, # CSV path (or a DataFrame) with a co
     lab = find_label_column(df, label, exclude=tuple(c for c in (comp, fold, id_col) if c is not None))
     folds = _fold_column(df, fold, name, offset) if fold else None
     y = pd.to_numeric(df[lab], errors="coerce")
+    text = np.flatnonzero((df[lab].notna() & y.isna()).to_numpy())   # words in a numeric column: name them, not "nan"
+    if len(text) and on_bad == "raise":
+        show = ", ".join(f"row {i + offset}: {df[lab].iloc[i]!r}" for i in text[:10])
+        raise BadRowsError(f"{name}: label column {lab!r} must be numeric; {len(text)} value(s) are not: {show}"
+                           + (" ..." if len(text) > 10 else "") + " (pass on_bad='drop' to drop them)")
     if task_type == "auto": task_type = "classification" if len(y.dropna()) and set(y.dropna().unique()) <= {0, 1} else "regression"
     d = df[[c for c in (id_col, comp, lab) if c is not None]].copy()
     if folds is not None: d["__fold"] = folds

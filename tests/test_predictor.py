@@ -1,0 +1,129 @@
+"The Predictor on a user's table: time limit, bad input, save/load, and the train/predict/screen commands end to end."
+import json, re, subprocess, sys, time, warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mmlit.core import ConfigError, DataError, MmlitInputError
+from mmlit.data.core import BadRowsError
+from mmlit.predictor import Predictor, parse_time
+
+QUICK = {"tuned-tree": {"max_iter": 100}, "baseline-magpie-rf": {"n_estimators": 30}}
+
+
+@pytest.fixture(scope="module")
+def table():
+    from mmlit.data.external import load_ricci_transport
+    ricci = load_ricci_transport("S_n")
+    rows = np.random.default_rng(3).choice(len(ricci), 260, replace=False)
+    return pd.DataFrame({"id": [f"m{i}" for i in range(260)], "formula": [ricci.compositions[i] for i in rows],
+                         "S": ricci.y()[rows]})
+
+
+def test_time_limit_is_respected_by_a_language_model(table):
+    # a budget of 1e6 optimiser steps would take hours; the limit must stop it (a tree first, then the language model)
+    t0 = time.time()
+    p = Predictor("S", verbosity=0).fit(table, time_limit=25, bag_folds=0,
+                                        hyperparameters={"tuned-tree": {"max_iter": 100},
+                                                         "elm-fast": {"ft_steps": 1_000_000, "ft_epochs": 10_000, "patience": None}})
+    took = time.time() - t0
+    assert took < 25 + 20, took                       # tolerance: featurisation, validation and prediction after the limit
+    s = p.fit_summary()
+    assert "elm-fast" in s["models"] and np.isfinite(s["models"]["elm-fast"]["score_val"])   # stopped, kept its best epoch
+    assert p.models_["elm-fast"].result.trainer.timed_out
+
+
+def test_models_after_the_limit_are_skipped(table):
+    p = Predictor("S", verbosity=0).fit(table, time_limit=0.01, bag_folds=0, hyperparameters=QUICK)
+    st = {r["model"]: r["status"] for r in p.records_}
+    assert st["tuned-tree"] == "ok" and st["baseline-magpie-rf"].startswith("skipped")
+
+
+@pytest.mark.parametrize("mutate, needle", [
+    (lambda t: t.assign(S=t.S.astype(object).where(t.index != 4, "high")), "high"),     # non-numeric label, named
+    (lambda t: t.assign(S=t.S.where(t.index != 9)), "row 9"),                            # NaN label
+    (lambda t: t.assign(formula=t.formula.where(t.index != 2, "Fe2Zz3")), "Zz"),          # unparsable formula
+    (lambda t: t.assign(id=["dup"] * 2 + list(t.id[2:])), "dup"),                        # duplicated ids
+])
+def test_bad_training_rows_are_named(table, mutate, needle):
+    with pytest.raises(MmlitInputError) as e: Predictor("S", verbosity=0).fit(mutate(table), hyperparameters=QUICK)
+    assert needle in str(e.value) and isinstance(e.value, ValueError)
+
+
+def test_bad_rows_dropped_on_request(table):
+    bad = table.assign(S=table.S.where(table.index != 9))
+    with pytest.warns(Warning, match="9"):
+        p = Predictor("S", verbosity=0).fit(bad, hyperparameters={"baseline-magpie-rf": {"n_estimators": 20}}, bag_folds=2, on_bad="drop")
+    assert p.fit_summary()["n_train"] == len(table) - 1
+
+
+def test_empty_and_missing_files(tmp_path, table):
+    (tmp_path/"empty.csv").write_text("")
+    (tmp_path/"header.csv").write_text("formula,S\n")
+    for f, needle in (("empty.csv", "not a readable CSV"), ("header.csv", "no rows"), ("nope.csv", "does not exist")):
+        with pytest.raises(DataError, match=needle): Predictor("S").fit(tmp_path/f)
+    with pytest.raises(ConfigError, match="did you mean 'S'"): Predictor("s_n").fit(table)
+
+
+def test_save_load_identical_and_version_checks(tmp_path, table):
+    p = Predictor("S", path=tmp_path/"m", verbosity=0).fit(table, hyperparameters=QUICK, bag_folds=3)
+    assert (tmp_path/"m"/"predictor.json").exists()            # saved by fit (after each model)
+    q = Predictor.load(tmp_path/"m")
+    new = ["Bi2Te3", "PbTe", "Mg2Si", "Fe0.7Cr0.18Ni0.1C0.0004Mn0.0196"]
+    a, sa = p.predict(new, return_std=True); b, sb = q.predict(new, return_std=True)
+    np.testing.assert_array_equal(a, b); np.testing.assert_array_equal(sa, sb)
+    assert not any(f.suffix in (".pkl", ".pickle", ".joblib") for f in (tmp_path/"m").rglob("*"))
+    meta = json.loads((tmp_path/"m"/"predictor.json").read_text())
+    (tmp_path/"m"/"predictor.json").write_text(json.dumps({**meta, "format": 0, "mmlit_version": "0.0.0"}))
+    with pytest.raises(ConfigError, match="0.0.0"): Predictor.load(tmp_path/"m")
+
+
+def test_extract_embedding_needs_a_language_model(table):
+    p = Predictor("S", verbosity=0).fit(table, hyperparameters={"baseline-magpie-rf": {"n_estimators": 20}}, bag_folds=2)
+    with pytest.raises(ConfigError, match="embedding"): p.extract_embedding(["NaCl"])
+    q = Predictor("S", verbosity=0).fit(table, bag_folds=0, hyperparameters={"elm-fast": {"ft_steps": 20, "ft_epochs": 2}})
+    e = q.extract_embedding(["NaCl", "Fe2O3"])
+    assert e.shape[0] == 2 and e.shape[1] >= 16 and np.isfinite(e).all()
+
+
+def test_parse_time():
+    assert parse_time("2m") == 120 and parse_time(None) is None
+    with pytest.raises(ConfigError): parse_time("-3s")
+
+
+def run(*args, timeout=400):
+    cmd = [sys.executable, "-c", "import sys; from mmlit.cli import main; sys.exit(main())", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_train_predict_screen_end_to_end(tmp_path, table):
+    table.to_csv(tmp_path/"mine.csv", index=False)
+    r = run("train", "--data", tmp_path/"mine.csv", "--label", "S", "--models", "tuned-tree,baseline-magpie-rf",
+            "--bag-folds", "3", "--out", tmp_path/"model", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "tuned-tree" in r.stdout and (tmp_path/"model"/"leaderboard.csv").exists()
+    pd.DataFrame({"formula": ["Bi2Te3", "??", "PbTe"]}).to_csv(tmp_path/"new.csv", index=False)
+    r = run("predict", "--model", tmp_path/"model", "--data", tmp_path/"new.csv", "--out", tmp_path/"p.csv", "--quiet")
+    assert r.returncode == 0, r.stderr
+    out = pd.read_csv(tmp_path/"p.csv")
+    assert list(out.columns) == ["formula", "prediction", "std", "error"]
+    assert out.prediction.isna().tolist() == [False, True, False] and (out["std"].dropna() > 0).all()
+    r = run("predict", "--model", tmp_path/"model", "--data", tmp_path/"new.csv", "--out", tmp_path/"p2.csv", "--strict")
+    assert r.returncode == 2 and "??" in r.stderr and "Traceback" not in r.stderr
+    r = run("screen", "--model", tmp_path/"model", "--elements", "Li,Fe,P,O", "--max-atoms", "8", "--top", "10",
+            "--rank-by", "ucb", "--out", tmp_path/"scr", "--quiet")
+    assert r.returncode == 0, r.stderr
+    scr = pd.read_csv(next((tmp_path/"scr").glob("*.csv")))
+    assert 0 < len(scr) <= 10 and any((tmp_path/"scr").glob("*.png"))
+    from pymatgen.core import Composition
+    trained = {Composition(f).reduced_formula for f in table.formula}
+    assert not set(scr.composition) & trained
+    for f, ox in zip(scr.composition, scr.oxidation_states):    # charge-neutral under the first listed assignment
+        charge = {el: int(q) for el, q in re.findall(r"([A-Z][a-z]?)([+-]\d+)", ox.split(";")[0])}
+        assert sum(n * charge[str(el)] for el, n in Composition(f).items()) == 0, (f, ox)
+    r = run("train", "--data", tmp_path/"mine.csv", "--label", "SS", "--out", tmp_path/"x")
+    assert r.returncode == 2 and "did you mean 'S'" in r.stderr and "Traceback" not in r.stderr
+    for cmd in ("train", "predict", "screen"):
+        h = run(cmd, "--help"); assert h.returncode == 0 and "--out" in h.stdout
