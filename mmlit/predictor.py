@@ -16,28 +16,31 @@ import mmlit
 from .core import ConfigError, CompositionError, DataError
 from .data.core import Dataset, BadRowsWarning
 from .data.composition import parse_composition, reduced_formula
-from .data.table import load_table, find_composition_column
+from .data.table import load_table, find_composition_column, find_structure_column, parse_structure
 from .metrics import mae, rmse, roc_auc, regression_scores, classification_scores
 from .registry import model_entry, make_model, save_model, load_model
 from .ensemble import Ensemble, WeightedEnsemble, greedy_weights, _takes_valid
 
 # %% auto #0
-__all__ = ['PRESETS', 'METRICS', 'PROBLEM_TYPES', 'FORMAT', 'Predictor', 'fit', 'predict_frame', 'predict', 'predict_proba',
-           'evaluate', 'leaderboard', 'fit_summary', 'extract_embedding', 'save', 'load', 'parse_time',
-           'PredictorModel']
+__all__ = ['PRESETS', 'METRICS', 'PROBLEM_TYPES', 'STRUCTURE_MODELS', 'FORMAT', 'PREDICT_CHUNK', 'Predictor', 'fit',
+           'predict_frame', 'predict', 'predict_proba', 'evaluate', 'leaderboard', 'fit_summary', 'extract_embedding',
+           'save', 'load', 'parse_time', 'PredictorModel']
 
 # %% ../nbs/18_predictor.ipynb #d2e16e75
 PRESETS = {
-    "fast":   dict(models=["tuned-tree", "baseline-magpie-rf"], bag_folds=5),
-    "medium": dict(models=["tuned-tree", "baseline-magpie-rf", "elm-fast"], bag_folds=0),
-    "best":   dict(models=["tuned-tree", "baseline-magpie-rf", "elm-fast"], bag_folds=5),
+    "fast":   dict(models=["baseline-magpie-rf", "tuned-tree"], bag_folds=5),   # cheapest first: a time limit keeps
+    "medium": dict(models=["baseline-magpie-rf", "tuned-tree", "elm-fast"], bag_folds=0),   # the most families
+    "best":   dict(models=["baseline-magpie-rf", "tuned-tree", "elm-fast"], bag_folds=5),
 }
 # name -> (metric(y, prediction), higher is better, the problem types it applies to)
 METRICS = {"mae": (mae, False, "regression"), "rmse": (rmse, False, "regression"),
            "roc_auc": (roc_auc, True, "classification"),
            "accuracy": (lambda y, p: float(np.mean((np.asarray(p) >= 0.5) == (np.asarray(y) >= 0.5))), True, "classification")}
 PROBLEM_TYPES = {"regression": "regression", "binary": "classification", "classification": "classification"}
+# crystal-graph families added to a preset when the table has a structure column
+STRUCTURE_MODELS = {"fast": ["cgcnn"], "medium": ["cgcnn"], "best": ["cgcnn", "alignn-small"]}
 FORMAT = 1   # the layout of a saved Predictor folder
+PREDICT_CHUNK = 5000   # rows predicted at a time (progress on large files)
 
 # %% ../nbs/18_predictor.ipynb #297f2b10
 def _frame(data) -> pd.DataFrame:
@@ -55,6 +58,27 @@ def _frame(data) -> pd.DataFrame:
     if isinstance(data, str): data = [data]
     return pd.DataFrame({"composition": [str(x) if not isinstance(x, str) else x for x in data]})
 
+def _composition_column(df:pd.DataFrame, structure:str|None) -> str|None:
+    "The composition column, or None when the formulas are to be read off a structure column."
+    try: return find_composition_column(df.drop(columns=[structure]) if structure in df else df)
+    except ConfigError:
+        if structure is None and find_structure_column(df) is None: raise
+        return None
+
+def _read_rows(df:pd.DataFrame, composition:str|None, structure:str|None) -> tuple[list, list, list]:
+    "(formula, Structure, error) per row: formulas from `composition` (or the structures), structures from `structure`."
+    col = composition if composition in df else _composition_column(df, structure)
+    structs, serr = [None] * len(df), [""] * len(df)
+    if structure is not None:
+        for i, v in enumerate(df[structure]):
+            try: structs[i] = parse_structure(v)
+            except DataError as e: serr[i] = str(e)
+    if col is not None: forms, errs = _parse_rows(df[col])
+    else: forms, errs = [s.composition.reduced_formula if s is not None else None for s in structs], [""] * len(df)
+    for i, e in enumerate(serr):
+        if e: forms[i], errs[i] = None, e
+    return forms, structs, errs
+
 def _parse_rows(comps) -> tuple[list, list]:
     "(formula or None, error message or '') for each row: prediction marks bad rows instead of failing."
     out, errs = [], []
@@ -71,6 +95,7 @@ class Predictor:
                  eval_metric:str|None=None, # a name from `METRICS` (default: mae, or roc_auc for binary)
                  path:str|Path|None=None, # folder to save into (after each model, so an interrupted fit keeps its work)
                  composition:str|None=None, # the composition column (default: found by name or content)
+                 structure:str|None=None, # a crystal-structure column (CIF, POSCAR, pymatgen dict); default: found if present
                  verbosity:int=1): # 0: silent; 1: progress bars and a line per model
         if problem_type is not None and problem_type not in PROBLEM_TYPES:
             raise ConfigError(f"problem_type must be one of {sorted(PROBLEM_TYPES)} or None, got {problem_type!r}")
@@ -78,6 +103,7 @@ class Predictor:
             raise ConfigError(f"unknown eval_metric {eval_metric!r}; choose from {sorted(METRICS)}")
         self.label, self.problem_type, self.eval_metric = label, problem_type, eval_metric
         self.path, self.composition, self.verbosity = None if path is None else Path(path), composition, verbosity
+        self.structure, self.uses_structures = structure, False
         self.models_, self.records_, self.weights_, self.best_, self.info_ = {}, [], {}, None, {}
         self.train_formulas_: list = []
 
@@ -101,10 +127,11 @@ def _split(n:int, y, classification:bool, k:int, seed:int) -> list:
 
 def _limit_time(model, seconds:float|None):
     "Give a model that trains with the `Trainer` (its config has `time_limit`) a wall-clock budget; others run as they are."
-    cfg = getattr(model, "config", None)
-    if seconds is not None and cfg is not None and hasattr(cfg, "time_limit"):
-        from dataclasses import replace
-        model.config = replace(cfg, time_limit=max(float(seconds), 1.0))
+    from dataclasses import replace
+    for attr in ("config", "train_config"):   # ImKTModel.config (an ImKTConfig), GraphModel.train_config (a TrainConfig)
+        cfg = getattr(model, attr, None)
+        if seconds is not None and cfg is not None and hasattr(cfg, "time_limit"):
+            setattr(model, attr, replace(cfg, time_limit=max(float(seconds), 1.0)))
     return model
 
 def _fit_model(model, train:Dataset, valid:Dataset|None):
@@ -127,7 +154,8 @@ def _train_family(self:Predictor, name:str, kw:dict, train:Dataset, valid:Datase
         return m, p, None, t1 - t0, t_pred, "ok"
     oof, members = np.full(len(train), np.nan), []
     for i, (tr, va) in enumerate(tqdm(folds, desc=f"{name}: folds", leave=False, disable=not self.verbosity)):
-        if deadline is not None and time.time() > deadline and members: break
+        per_fold = (time.time() - t0) / max(len(members), 1)   # a fold that would end after the limit is not started
+        if deadline is not None and members and time.time() + per_fold > deadline: break
         m = _fit_model(build(len(folds) - i), train.subset(tr), train.subset(va))
         t1 = time.time(); oof[va] = np.asarray(m.predict(train.subset(va)), dtype=float); t_pred += time.time() - t1
         members.append(m)
@@ -161,20 +189,28 @@ def fit(self:Predictor, train_data, # DataFrame or CSV path: a composition colum
     t_start = time.time()
     if presets not in PRESETS: raise ConfigError(f"unknown presets {presets!r}; choose from {sorted(PRESETS)}")
     models = _model_settings(hyperparameters if hyperparameters is not None else PRESETS[presets]["models"])
+    user_models = hyperparameters is not None
     limit = parse_time(time_limit)
     deadline = None if limit is None else t_start + limit
     table = train_data if isinstance(train_data, (str, Path)) else _frame(train_data)
     train = load_table(table, label=self.label, composition=self.composition, name="train",
-                       task_type=self.task_type or "auto", on_bad=on_bad)
+                       task_type=self.task_type or "auto", on_bad=on_bad, structure=self.structure)
+    self.uses_structures = train.structures is not None
+    if self.uses_structures:
+        self.structure = self.structure or find_structure_column(_frame(train_data))
+        if not user_models: models.update({n: {} for n in STRUCTURE_MODELS[presets]})   # the columns decide the modalities
+    elif bad := [n for n in models if model_entry(n).needs_structures]:
+        raise ConfigError(f"{bad} need crystal structures, and the table has no structure column (CIF, POSCAR or pymatgen dicts)")
     self.problem_type = self.problem_type or ("binary" if train.task_type == "classification" else "regression")
     self.eval_metric = self.eval_metric or ("roc_auc" if self.task_type == "classification" else "mae")
     if METRICS[self.eval_metric][2] != self.task_type:
         raise ConfigError(f"eval_metric {self.eval_metric!r} is for {METRICS[self.eval_metric][2]}; this is {self.problem_type}")
-    self.composition = self.composition or find_composition_column(_frame(train_data))
+    self.composition = self.composition or _composition_column(_frame(train_data), self.structure)
     k = PRESETS[presets]["bag_folds"] if bag_folds is None else bag_folds
     if tuning_data is not None:
         tune = tuning_data if isinstance(tuning_data, (str, Path)) else _frame(tuning_data)
-        valid = load_table(tune, label=self.label, composition=self.composition, name="tuning", task_type=train.task_type, on_bad=on_bad)
+        valid = load_table(tune, label=self.label, composition=self.composition if self.composition in _frame(tuning_data) else None,
+                           name="tuning", task_type=train.task_type, on_bad=on_bad, structure=self.structure)
         fit_rows, k = train, 0
     elif k: fit_rows, valid = train, None
     else: fit_rows, valid = train.train_valid_split(holdout_frac, seed)
@@ -242,9 +278,19 @@ def _on_rows(p, rows, common):
 Predictor._blend = _blend
 
 # %% ../nbs/18_predictor.ipynb #68fa6837
-def _model(self:Predictor, model:str|None=None):
-    "The named fitted model, or the best (a `WeightedEnsemble` of the chosen families)."
+def _needs_structures(name:str) -> bool: return model_entry(name).needs_structures
+
+def _model(self:Predictor, model:str|None=None, structures:bool=True):
+    "The named fitted model, or the best (a `WeightedEnsemble` of the chosen families); without structures, composition models only."
     if not self.models_: raise ConfigError("the Predictor is not fitted: call fit() (or Predictor.load(path)) first")
+    if model is not None and model in self.models_ and not structures and _needs_structures(model):
+        raise ConfigError(f"{model!r} reads crystal structures and the data has no structure column")
+    if model is None and not structures and any(_needs_structures(n) for n in self.weights_):
+        ok = [r for r in self.records_ if r["model"] in self.models_ and not _needs_structures(r["model"]) and np.isfinite(r["score_val"])]
+        if not ok: raise ConfigError(f"every fitted model reads crystal structures ({sorted(self.models_)}): give a structure column")
+        pick = (max if METRICS[self.eval_metric][1] else min)(ok, key=lambda r: r["score_val"])["model"]
+        warnings.warn(f"no structure column: predicting with the best composition-only model {pick!r} instead of {self.best_!r}")
+        return self.models_[pick]
     if model is None or model == "weighted-ensemble":
         names = list(self.weights_) if model is None or self.best_ == "weighted-ensemble" else [self.best_]
         if model == "weighted-ensemble" and self.best_ != "weighted-ensemble": names = list(self.weights_)
@@ -258,17 +304,22 @@ def predict_frame(self:Predictor, data, # DataFrame, CSV path, formula or list o
                  ) -> pd.DataFrame:
     "composition, prediction, std (spread of the ensemble; NaN without one), error per input row, in input order."
     df = _frame(data)
-    col = self.composition if self.composition in df else find_composition_column(df)
-    forms, errs = _parse_rows(df[col])
+    scol = find_structure_column(df, self.structure if self.structure in df else None) if self.uses_structures else None
+    forms, structs, errs = _read_rows(df, self.composition, scol)
     bad = [i for i, f in enumerate(forms) if f is None]
-    if bad and strict: raise CompositionError(f"unreadable composition in row(s) {bad[:10]}: {errs[bad[0]]}")
+    if bad and strict: raise CompositionError(f"unreadable row(s) {bad[:10]}: {errs[bad[0]]}")
     if bad: warnings.warn(f"{len(bad)} row(s) cannot be read and get NaN: rows {bad[:10]}{' ...' if len(bad) > 10 else ''}", BadRowsWarning)
-    good = [f for f in forms if f is not None]
-    m = self._model(model)
-    mu, sd = (np.asarray(x, dtype=float) for x in _mean_std(m, good)) if good else (np.zeros(0), np.zeros(0))
-    if not _has_spread(m): sd = np.full_like(mu, np.nan)
-    out = pd.DataFrame({"composition": df[col].astype(str), "prediction": np.nan, "std": np.nan, "error": errs})
     idx = [i for i, f in enumerate(forms) if f is not None]
+    good = Dataset("predict", [str(i) for i in idx], [forms[i] for i in idx], pd.DataFrame(index=range(len(idx))),
+                   structures=[structs[i] for i in idx] if scol else None)
+    m = self._model(model, structures=scol is not None)
+    chunks = [good.subset(np.arange(i, min(i + PREDICT_CHUNK, len(good)))) for i in range(0, len(good), PREDICT_CHUNK)]
+    parts = [_mean_std(m, c) for c in tqdm(chunks, desc="predicting", unit="chunk", leave=False,   # progress on big files
+                                            disable=not self.verbosity or len(chunks) < 2)]
+    mu = np.concatenate([np.asarray(a, dtype=float) for a, _ in parts]) if parts else np.zeros(0)
+    sd = np.concatenate([np.asarray(b, dtype=float) for _, b in parts]) if parts else np.zeros(0)
+    if not _has_spread(m): sd = np.full_like(mu, np.nan)
+    out = pd.DataFrame({"composition": [f if f is not None else "" for f in forms], "prediction": np.nan, "std": np.nan, "error": errs})
     out.loc[idx, "prediction"], out.loc[idx, "std"] = mu, sd
     return out
 
@@ -299,9 +350,10 @@ Predictor._model, Predictor.predict_frame, Predictor.predict, Predictor.predict_
 # %% ../nbs/18_predictor.ipynb #9bf3bc97
 def evaluate(self:Predictor, data, model:str|None=None) -> dict:
     "Every metric of `mmlit.metrics` for a labelled table (DataFrame or CSV path), and the eval_metric."
-    ds = load_table(data if isinstance(data, (str, Path)) else _frame(data), label=self.label, composition=self.composition
-                    if self.composition in _frame(data) else None, name="evaluation", task_type=self.task_type)
-    p = self.predict_frame(list(ds.compositions), model).prediction.to_numpy()
+    df = _frame(data)   # (reads a CSV path once)
+    ds = load_table(df, label=self.label, composition=self.composition if self.composition in df else None,
+                    name="evaluation", task_type=self.task_type, structure=self.structure if self.structure in df else None)
+    p = self.predict_frame(df, model, strict=True).prediction.to_numpy()
     scores = regression_scores(ds.y(), p) if self.task_type == "regression" else classification_scores(ds.y(), p)
     return {self.eval_metric: self._score(ds.y(), p), **scores}
 
@@ -336,7 +388,7 @@ def extract_embedding(self:Predictor, data, model:str|None=None) -> np.ndarray:
         m = self._model(name)
         m = m.members[0] if isinstance(m, Ensemble) else m
         if hasattr(m, "embed"):
-            forms, errs = _parse_rows(_frame(data)[self.composition if self.composition in _frame(data) else find_composition_column(_frame(data))])
+            forms, _, errs = _read_rows(_frame(data), self.composition, None)
             if any(f is None for f in forms): raise CompositionError(f"unreadable composition(s): {[e for e in errs if e][:3]}")
             return m.embed(forms)
     raise ConfigError(f"none of the models {sorted(self.models_)} learns an embedding (trees use Magpie features): "
@@ -353,7 +405,8 @@ def save(self:Predictor, path:str|Path|None=None) -> Path:
     for name, m in self.models_.items():
         if not (path/"models"/name/"mmlit_model.json").exists() or path != self.path: save_model(m, path/"models"/name)
     meta = dict(format=FORMAT, mmlit_version=mmlit.__version__, label=self.label, problem_type=self.problem_type,
-                eval_metric=self.eval_metric, composition=self.composition, best=self.best_, weights=self.weights_,
+                eval_metric=self.eval_metric, composition=self.composition, structure=self.structure,
+                uses_structures=self.uses_structures, best=self.best_, weights=self.weights_,
                 models=sorted(self.models_), info=self.info_,
                 records=[{k: v for k, v in r.items() if k != "traceback"} for r in self.records_])
     (path/"predictor.json").write_text(json.dumps(meta, indent=1, default=str))
@@ -371,7 +424,9 @@ def load(cls, path:str|Path) -> Predictor:
                           f"this mmlit {mmlit.__version__} reads format {FORMAT}: retrain, or load it with mmlit {meta.get('mmlit_version')}")
     if meta.get("mmlit_version") != mmlit.__version__:
         warnings.warn(f"{path} was saved by mmlit {meta.get('mmlit_version')}; this is mmlit {mmlit.__version__}")
-    p = cls(meta["label"], meta["problem_type"], meta["eval_metric"], path=None, composition=meta["composition"])
+    p = cls(meta["label"], meta["problem_type"], meta["eval_metric"], path=None, composition=meta["composition"],
+            structure=meta.get("structure"))
+    p.uses_structures = bool(meta.get("uses_structures"))
     p.models_ = {n: load_model(path/"models"/n) for n in meta["models"]}
     p.best_, p.weights_, p.info_, p.records_ = meta["best"], meta["weights"], meta["info"], meta["records"]
     f = path/"train_formulas.txt"
@@ -400,8 +455,7 @@ def _model_settings(h) -> dict:
     if isinstance(h, str): h = [x.strip() for x in h.split(",") if x.strip()]
     h = dict.fromkeys(h, None) if isinstance(h, (list, tuple)) else dict(h)
     if not h: raise ConfigError("no models to try: hyperparameters is empty")
-    for n in h:
-        if model_entry(n).needs_structures: raise ConfigError(f"{n!r} needs crystal structures; the Predictor trains on compositions (for now)")
+    for n in h: model_entry(n)   # an unknown name fails here, listing the known ones
     return {n: dict(kw or {}) for n, kw in h.items()}
 
 # %% ../nbs/18_predictor.ipynb #9295823e

@@ -171,3 +171,4 @@ for _cls in ("TunedTreeModel", "BaselineModel"):
 for _cls in ("Ensemble", "WeightedEnsemble"):
     register_saver(_cls, f"mmlit.ensemble:{_cls}.save", f"mmlit.ensemble:{_cls}.load")
 register_saver("ImKTModel", "mmlit.comp.saving:save_imkt", "mmlit.comp.saving:load_imkt")
+register_saver("GraphModel", "mmlit.struct.models:GraphModel.save", "mmlit.struct.models:GraphModel.load")

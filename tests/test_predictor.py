@@ -127,3 +127,28 @@ def test_cli_train_predict_screen_end_to_end(tmp_path, table):
     assert r.returncode == 2 and "did you mean 'S'" in r.stderr and "Traceback" not in r.stderr
     for cmd in ("train", "predict", "screen"):
         h = run(cmd, "--help"); assert h.returncode == 0 and "--out" in h.stdout
+
+
+def test_structure_column_adds_crystal_graph_models(tmp_path):
+    # rock-salt cells of five formulas, each strained: the target (volume per atom) varies within a formula, which only
+    # a model reading the structure can see
+    from pymatgen.core import Structure, Lattice
+    rng = np.random.default_rng(0)
+    cells = [Structure.from_spacegroup("Fm-3m", Lattice.cubic(a0 * s), [m, x], [[0, 0, 0], [0.5, 0.5, 0.5]])
+             for (a0, m, x) in [(5.64, "Na", "Cl"), (4.21, "Mg", "O"), (6.29, "K", "Cl"), (4.81, "Ca", "O"), (5.16, "Sr", "O")]
+             for s in rng.uniform(0.95, 1.05, 16)]
+    df = pd.DataFrame({"cif": [c.to(fmt="cif") for c in cells], "v": [c.volume / len(c) for c in cells]})
+    p = Predictor("v", verbosity=0).fit(df, hyperparameters={"baseline-magpie-rf": {"n_estimators": 20}, "cgcnn": {"epochs": 4}},
+                                        bag_folds=2)
+    assert p.uses_structures and p.composition is None and set(p.models_) == {"baseline-magpie-rf", "cgcnn"}
+    mu = p.predict(df.head(5))
+    assert np.isfinite(mu).all()
+    p.save(tmp_path/"s")
+    with pytest.raises(ConfigError, match="structure column"): p.predict(["NaCl"], model="cgcnn")
+    p.weights_, p.best_ = {"cgcnn": 1.0}, "cgcnn"      # as if the graph model had won the blend
+    with pytest.warns(UserWarning, match="composition-only"):
+        assert np.isfinite(p.predict(["NaCl", "MgO"])).all()        # no structures: the best composition model answers
+    np.testing.assert_allclose(Predictor.load(tmp_path/"s").predict(df.head(5)), mu, rtol=1e-6)
+    with pytest.raises(ConfigError, match="structure column"):
+        Predictor("v", verbosity=0).fit(df.assign(formula=[c.composition.reduced_formula for c in cells]).drop(columns="cif"),
+                                        hyperparameters=["cgcnn"])

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/02c_data.table.ipynb #78236b6c
 from __future__ import annotations
-import difflib
+import difflib, json, warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +12,11 @@ import pandas as pd
 
 from ..core import ConfigError, CompositionError, DataError
 from .composition import parse_composition
-from .core import Dataset, BadRowsError, matbench_folds
+from .core import Dataset, BadRowsError, BadRowsWarning, matbench_folds
 
 # %% auto #0
-__all__ = ['COMPOSITION_NAMES', 'ID_NAMES', 'find_composition_column', 'find_label_column', 'load_table']
+__all__ = ['COMPOSITION_NAMES', 'ID_NAMES', 'STRUCTURE_NAMES', 'find_composition_column', 'find_label_column',
+           'find_structure_column', 'parse_structure', 'load_table']
 
 # %% ../../nbs/02c_data.table.ipynb #8d30e73d
 COMPOSITION_NAMES = ("composition", "compositions", "formula", "formulas", "formula_pretty", "pretty_formula",
@@ -58,6 +59,57 @@ def find_label_column(df:pd.DataFrame, label:str|None=None, # the column, when t
     raise ConfigError(f"cannot tell which column is the label: {'numeric candidates ' + str(num) if num else 'no numeric column'} "
                       f"(columns: {list(df.columns)}): name it (--label COL)")
 
+# %% ../../nbs/02c_data.table.ipynb #2042ab27
+STRUCTURE_NAMES = ("structure", "structures", "cif", "poscar", "crystal", "atoms")
+
+def _looks_like_structure(v) -> bool:
+    from pymatgen.core import Structure
+    if isinstance(v, Structure): return True
+    if isinstance(v, dict): return "lattice" in v and "sites" in v
+    return isinstance(v, str) and ("_cell_length_a" in v or ('"lattice"' in v and '"sites"' in v))
+
+def find_structure_column(df:pd.DataFrame, column:str|None=None, # the column, when the user named it
+                         ) -> str|None:
+    "The crystal-structure column of `df` (`column`, else found by name or content), or None when there is none."
+    if column is not None:
+        if column not in df: raise ConfigError(f"structure column {column!r} is not in the table; columns: {list(df.columns)}")
+        return column
+    named = [c for c in df.columns if str(c).strip().lower() in STRUCTURE_NAMES]
+    if len(named) == 1: return named[0]
+    cands = named or [c for c in df.columns if df[c].dtype == object]
+    ok = [c for c in cands if len(v := df[c].dropna().head(5)) and all(_looks_like_structure(x) for x in v)]
+    if len(ok) > 1: raise ConfigError(f"several columns hold crystal structures {ok}: name one (--structure COL)")
+    return ok[0] if ok else None
+
+def parse_structure(v):
+    "A pymatgen `Structure` from a Structure, its dict (or that dict as JSON), CIF text or POSCAR text."
+    from pymatgen.core import Structure
+    if isinstance(v, Structure): return v
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # pymatgen's CIF parser warns about rounding and occupancies
+            if isinstance(v, dict): return Structure.from_dict(v)
+            if isinstance(v, str) and v.strip():
+                s = v.strip()
+                if s.startswith("{"): return Structure.from_dict(json.loads(s))
+                return Structure.from_str(s, fmt="cif" if "_cell_length_a" in s else "poscar")
+    except Exception as e:   # pymatgen raises many kinds (ValueError, KeyError, IndexError, ...) on bad text
+        raise DataError(f"cannot read a crystal structure from {str(v)[:40]!r}: {type(e).__name__}: {e}"[:300]) from None
+    raise DataError(f"not a crystal structure: {type(v).__name__} {str(v)[:40]!r}")
+
+def _with_structures(df:pd.DataFrame, col:str, name:str, offset:int, on_bad:str) -> pd.DataFrame:
+    "`df` with parsed Structures in `__structure`; unreadable ones named (raise) or dropped with a warning."
+    structs, bad = [], []
+    for i, v in enumerate(df[col]):
+        try: structs.append(parse_structure(v))
+        except DataError as e: structs.append(None); bad.append(f"row {i + offset}: {e}")
+    if bad:
+        msg = f"{name}: {len(bad)} unreadable structure(s) in column {col!r}: " + "; ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
+        if on_bad == "raise": raise BadRowsError(msg + " (pass on_bad='drop' to drop them)")
+        warnings.warn(msg + " (dropped)", BadRowsWarning)
+    df = df.assign(__structure=structs)
+    return df[df["__structure"].notna()].reset_index(drop=True) if bad else df
+
 # %% ../../nbs/02c_data.table.ipynb #d16dd388
 def _fold_column(df:pd.DataFrame, col:str, name:str, row_offset:int) -> np.ndarray:
     v = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)
@@ -80,6 +132,7 @@ def load_table(data:str|Path|pd.DataFrame, # CSV path (or a DataFrame) with a co
                seed:int=0, # seed of the random folds
                task_type:str="auto", # "regression", "classification" or "auto" (classification for a 0/1 label)
                on_bad:str="raise", # "raise" or "drop" unusable rows (see `validate_rows`)
+               structure:str|None=None, # crystal-structure column (CIF/POSCAR text, pymatgen dicts or Structures); default: found
               ) -> Dataset:
     "A user's table as a `Dataset` with folds (its own `fold` column, else a seeded random `n_folds`-fold)."
     if isinstance(data, pd.DataFrame): df, where, offset = data.reset_index(drop=True), "table", 0
@@ -96,10 +149,15 @@ def load_table(data:str|Path|pd.DataFrame, # CSV path (or a DataFrame) with a co
     if task_type not in ("auto", "regression", "classification"):
         raise ConfigError(f"task_type must be 'auto', 'regression' or 'classification', got {task_type!r}")
     if n_folds < 2: raise ConfigError(f"n_folds must be at least 2, got {n_folds}")
-    comp = find_composition_column(df, composition)
+    scol = find_structure_column(df, structure)
+    if scol is not None: df = _with_structures(df, scol, name, offset, on_bad)
+    if scol is not None and composition is None and "composition" not in df:   # the formula read off the structure
+        try: find_composition_column(df.drop(columns=[scol, "__structure"]))
+        except ConfigError: df = df.assign(composition=[s.composition.reduced_formula for s in df["__structure"]])
+    comp = find_composition_column(df.drop(columns=[c for c in (scol, "__structure") if c and c in df]), composition)
     fold = fold_col if fold_col and fold_col in df and fold_col != comp else None
     id_col = next((c for c in df.columns if str(c).lower() in ID_NAMES and c not in (comp, fold, label)), None)
-    lab = find_label_column(df, label, exclude=tuple(c for c in (comp, fold, id_col) if c is not None))
+    lab = find_label_column(df, label, exclude=tuple(c for c in (comp, fold, id_col, scol, "__structure") if c is not None))
     folds = _fold_column(df, fold, name, offset) if fold else None
     y = pd.to_numeric(df[lab], errors="coerce")
     text = np.flatnonzero((df[lab].notna() & y.isna()).to_numpy())   # words in a numeric column: name them, not "nan"
@@ -108,9 +166,9 @@ def load_table(data:str|Path|pd.DataFrame, # CSV path (or a DataFrame) with a co
         raise BadRowsError(f"{name}: label column {lab!r} must be numeric; {len(text)} value(s) are not: {show}"
                            + (" ..." if len(text) > 10 else "") + " (pass on_bad='drop' to drop them)")
     if task_type == "auto": task_type = "classification" if len(y.dropna()) and set(y.dropna().unique()) <= {0, 1} else "regression"
-    d = df[[c for c in (id_col, comp, lab) if c is not None]].copy()
+    d = df[[c for c in (id_col, comp, lab, scol and "__structure") if c]].copy()
     if folds is not None: d["__fold"] = folds
-    ds = Dataset.from_frame(d, name, id_col=id_col, composition_col=comp, target_cols=lab,
+    ds = Dataset.from_frame(d, name, id_col=id_col, composition_col=comp, target_cols=lab, structure_col=scol and "__structure",
                             fold_col="__fold" if folds is not None else None, task_type=task_type, on_bad=on_bad,
                             row_offset=offset, source=where)
     if folds is not None: scheme = f"folds from column {fold!r} ({len(np.unique(ds.folds))} folds)"
@@ -119,5 +177,6 @@ def load_table(data:str|Path|pd.DataFrame, # CSV path (or a DataFrame) with a co
                                   n_splits=n_folds, seed=seed)
         scheme = (f"seeded random {n_folds}-fold: sklearn {'StratifiedKFold' if task_type == 'classification' else 'KFold'}"
                   f"(shuffle=True, random_state={seed})")
-    ds.source = f"{where} ({len(ds)} rows; composition column {comp!r}, label {lab!r}); {scheme}"
+    ds.source = (f"{where} ({len(ds)} rows; composition column {comp!r}, label {lab!r}"
+                 + (f", structures from column {scol!r}" if scol else "") + f"); {scheme}")
     return ds
