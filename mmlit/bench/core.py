@@ -147,7 +147,7 @@ def _model_kw(n_jobs, seed, quiet, n_estimators, model_kw) -> dict:
     return kw
 
 @call_parse
-def bench_cli(task:str=None, # matbench task, e.g. expt_gap or matbench_expt_gap; with --data of your own table: its name
+def bench_cli(task:str=None, # matbench task (expt_gap or matbench_expt_gap), jarvis_<property>; with --data of your own table: its name
               data:str=None, # CSV: a matbench task's table (mbid, composition, target, fold) or your own (composition + label [+ fold])
               label:str=None, # label column of your own table (default: its only numeric column besides fold/id)
               composition:str=None, # composition column of your own table (default: found by name or content)
