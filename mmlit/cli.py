@@ -34,6 +34,7 @@ register_command("explain", "mmlit.interpret.analysis:explain_cli", "SHAP-IQ tok
 register_command("train", "mmlit.cli:train", "train models on your own CSV (composition + label); saves the best as a Predictor")
 register_command("predict", "mmlit.cli:predict", "predict a CSV (or list) of formulas with a saved Predictor: prediction, std, error")
 register_command("screen", "mmlit.cli:screen", "rank the charge-neutral compositions of a chemical space with a saved Predictor")
+register_command("csp", "mmlit.exkt.csp:csp_cli", "predict crystal structures of compositions (templates + CHGNet); write CIFs")
 
 # %% ../nbs/80_cli.ipynb #e47a906f
 class CommandUnavailable(MmlitInputError):

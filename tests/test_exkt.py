@@ -1,0 +1,166 @@
+"Template crystal-structure prediction (mmlit.exkt.csp): tiny pools, substitution ranking, failures, cache, CLI."
+import json, shutil, subprocess, sys, time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from pymatgen.analysis.structure_matcher import StructureMatcher
+from pymatgen.core import Composition, Lattice, Structure
+
+from mmlit.core import ConfigError, DataError
+from mmlit.exkt.csp import (CSPResult, SubstitutionScorer, TemplatePredictor, evaluate_csp, failure_reason,
+                            load_templates, match_rank, write_candidates)
+
+MMLIT = shutil.which("mmlit") or str(Path(sys.executable).parent/"mmlit")
+CMD = [MMLIT] if Path(MMLIT).exists() else [sys.executable, "-c", "import sys; from mmlit.cli import main; sys.exit(main())"]
+
+
+def rocksalt(a, b, x): return Structure.from_spacegroup("Fm-3m", Lattice.cubic(x), [a, b], [[0, 0, 0], [.5, .5, .5]])
+def zincblende(a, b, x): return Structure.from_spacegroup("F-43m", Lattice.cubic(x), [a, b], [[0, 0, 0], [.25, .25, .25]])
+def cscl(a, b, x): return Structure(Lattice.cubic(x), [a, b], [[0, 0, 0], [.5, .5, .5]])
+def perovskite(a, b, x, c):
+    return Structure(Lattice.cubic(c), [a, b, x, x, x], [[0, 0, 0], [.5, .5, .5], [.5, .5, 0], [.5, 0, .5], [0, .5, .5]])
+
+POOL = [rocksalt("Na", "Cl", 5.64), zincblende("Zn", "S", 5.41), perovskite("Sr", "Ti", "O", 3.905)]
+IDS = ["NaCl-rs", "ZnS-zb", "SrTiO3-pv"]
+
+
+@pytest.fixture(scope="module")
+def tp(): return TemplatePredictor(POOL, IDS)
+
+
+def test_rocksalt_template_predicts_kcl(tp):
+    r = tp.predict_one("KCl", top_k=2)
+    assert r.ok and r.candidates[0].provenance["template_id"] == "NaCl-rs"
+    assert r.candidates[0].provenance["substitution"] == {"Na": "K", "Cl": "Cl"}
+    strict = StructureMatcher(stol=0.2, ltol=0.3, angle_tol=5)
+    assert strict.fit(r.candidates[0].structure, rocksalt("K", "Cl", 6.29))
+    assert not strict.fit(r.candidates[1].structure, rocksalt("K", "Cl", 6.29))   # the zinc-blende alternative
+    v = r.candidates[0].structure.volume / len(r.candidates[0].structure)
+    assert abs(v - 6.29**3 / 8) / (6.29**3 / 8) < 0.1   # rescaled to KCl's (31.1 Å3/atom), not NaCl's (22.4)
+    for c in r.candidates:
+        assert c.structure.composition.reduced_composition == Composition("KCl")
+        d = c.structure.distance_matrix[np.triu_indices(len(c.structure), 1)]
+        assert d.min() > 1.5
+
+
+def test_perovskite_sites_follow_the_ions(tp):
+    "BaZrO3 on the SrTiO3 template: Ba (2+, large) on the A site, Zr (4+) on the B site."
+    r = tp.predict_one("BaZrO3", top_k=1)
+    assert r.candidates[0].provenance["substitution"] == {"Sr": "Ba", "Ti": "Zr", "O": "O"}
+    assert StructureMatcher().fit(r.candidates[0].structure, perovskite("Ba", "Zr", "O", 4.19))
+
+
+@pytest.mark.parametrize("method", ["prob", "embedding", "hybrid"])
+def test_substitution_ranking(method):
+    sc = SubstitutionScorer(method)
+    a = sc.assignments(Composition("NaBr"), Composition("KCl"))
+    assert a[0][1] == {"K": "Na", "Cl": "Br"} and a[0][0] >= a[1][0] and len(a) == 2
+    assert sc.pair("Na", 1, "K", 1) > sc.pair("Na", 1, "Cl", -1)
+    # four elements with equal amounts: all 4! amount-preserving bijections are enumerated
+    assert len(sc.assignments(Composition("LiFeMnO4"), Composition("NaCoNiO4"))) == 6
+
+
+def test_failures_are_recorded_and_the_batch_goes_on(tp):
+    rs = tp.predict(["KBr", "Fe2O3", "Na0.5Cl0.5", "Xx2", "CaO"], top_k=1, progress=False)
+    assert [r.ok for r in rs] == [True, False, False, False, True]
+    assert failure_reason(rs[1].error) == "no template with anonymized formula"
+    assert "fractional" in rs[2].error and "Xx" in rs[3].error
+
+
+def test_time_budget_failure_is_not_cached(tp, tmp_path):
+    r = tp.predict(["KBr"], top_k=1, time_budget=0, cache=tmp_path, progress=False)[0]
+    assert not r.ok and "time budget" in r.error
+    assert not list(tmp_path.rglob("*.json"))
+    r = tp.predict(["KBr"], top_k=1, cache=tmp_path, progress=False)[0]
+    assert r.ok and not r.cached and len(list(tmp_path.rglob("*.json"))) == 1
+
+
+def test_cache_reuse(tp, tmp_path, monkeypatch):
+    first = tp.predict(["KBr", "Fe2O3"], top_k=2, cache=tmp_path, progress=False)
+    def boom(*a, **k): raise AssertionError("predicted again instead of reading the cache")
+    monkeypatch.setattr(TemplatePredictor, "_predict", boom)
+    again = tp.predict(["KBr", "Fe2O3"], top_k=2, cache=tmp_path, progress=False)
+    assert [r.cached for r in again] == [True, True] and again[1].error == first[1].error
+    assert again[0].candidates[0].structure == first[0].candidates[0].structure
+    assert again[0].candidates[0].provenance == first[0].candidates[0].provenance
+    assert tp.predict(["KBr"], top_k=3, cache=tmp_path, progress=False)[0].error   # another top_k: not that entry
+
+
+def test_cache_key_follows_configuration():
+    a, b = TemplatePredictor(POOL, IDS), TemplatePredictor(POOL[:2], IDS[:2])
+    assert a.config_key() == TemplatePredictor(POOL, IDS).config_key()
+    assert a.config_key() != b.config_key() != TemplatePredictor(POOL, IDS, rank="energy").config_key()
+
+
+def test_parallel_equals_serial(tp):
+    fs = ["KBr", "LiF", "GaAs", "Fe2O3"]
+    ser = tp.predict(fs, top_k=2, progress=False)
+    par = tp.predict(fs, top_k=2, n_jobs=2, progress=False)
+    assert [r.error for r in ser] == [r.error for r in par]
+    for s, p in zip(ser, par):
+        assert [c.provenance["template_id"] for c in s.candidates] == [c.provenance["template_id"] for c in p.candidates]
+
+
+def test_chgnet_energy_and_relaxation_ranking():
+    r = TemplatePredictor(POOL, IDS, rank="energy", n_relax=2).predict_one("KCl", top_k=2)
+    es = [c.energy_per_atom for c in r.candidates]
+    assert all(e is not None and -6 < e < -1 for e in es) and es == sorted(es)
+    assert r.candidates[0].provenance["template_id"] == "NaCl-rs"   # CHGNet also prefers rock salt for KCl
+    r = TemplatePredictor(POOL[:1], IDS[:1], rank="relax", n_relax=1, steps=5).predict_one("KCl", top_k=1)
+    assert 1 <= r.candidates[0].provenance["relax_steps"] <= 6 and r.candidates[0].energy_per_atom < 0
+
+
+def test_evaluate_and_match_rank(tp):
+    truth = [rocksalt("K", "Cl", 6.29), cscl("Cs", "Cl", 4.12), rocksalt("Mg", "O", 4.21)]
+    df, s = evaluate_csp(tp, ["KCl", "CsCl", "Fe2O3"], truth, top_k=2, progress=False)
+    assert df.rank_strict[0] == 0 and df.rank_loose[1] == -1 and df.rank_loose[2] == -1
+    assert s["match@1_loose"] == pytest.approx(100 / 3) and s["failures"] == {"no template with anonymized formula": 1}
+    assert s["rmse@1_loose"] is not None and 0 <= s["rmse@1_loose"] < 0.5
+    assert match_rank(CSPResult("KCl"), truth[0]) == (-1, pytest.approx(np.nan, nan_ok=True))
+    with pytest.raises(DataError): evaluate_csp(tp, ["KCl"], truth, progress=False)
+
+
+def test_bad_configuration():
+    with pytest.raises(ConfigError, match="wiggle"): TemplatePredictor(POOL, rank="wiggle")
+    with pytest.raises(DataError): TemplatePredictor([])
+    with pytest.raises(ConfigError, match="nonsense_set"): load_templates("nonsense_set")
+
+
+def test_load_templates_from_cifs(tmp_path):
+    for s, i in zip(POOL, IDS): s.to(filename=str(tmp_path/f"{i}.cif"))
+    pool, ids = load_templates(str(tmp_path))
+    assert sorted(ids) == sorted(IDS) and len(pool) == 3
+    pool, ids = load_templates(str(tmp_path), exclude_ids={"ZnS-zb"})
+    assert "ZnS-zb" not in ids and len(pool) == 2
+
+
+def run(*args, timeout=240):
+    return subprocess.run(CMD + [str(a) for a in args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_end_to_end(tmp_path):
+    (tmp_path/"pool").mkdir()
+    for s, i in zip(POOL, IDS): s.to(filename=str(tmp_path/"pool"/f"{i}.cif"))
+    pd.DataFrame({"formula": ["KBr", "BaZrO3", "Fe2O3"], "other": [1, 2, 3]}).to_csv(tmp_path/"f.csv", index=False)
+    r = run("csp", "--data", tmp_path/"f.csv", "--column", "formula", "--top", "2", "--templates", tmp_path/"pool",
+            "--rank", "similarity", "--out", tmp_path/"out", "--quiet")
+    assert r.returncode == 0, r.stderr
+    t = pd.read_csv(tmp_path/"out"/"candidates.csv")
+    assert t.formula.tolist() == ["KBr", "KBr", "BaZrO3", "BaZrO3", "Fe2O3"]
+    assert (tmp_path/"out"/"BaZrO3_1.cif").exists() and "no template" in t.error.iloc[-1]
+    s = Structure.from_file(tmp_path/"out"/"BaZrO3_1.cif")
+    assert s.composition.reduced_formula == "BaZrO3"
+    assert "2/3 compositions got structures" in r.stdout
+
+
+def test_cli_errors(tmp_path, capsys):
+    "Bad input ends with exit status 2 and the bad value named, no traceback (in-process: the dispatch is `mmlit.cli.main`)."
+    from mmlit.cli import main
+    assert main(["csp", "--formula", "KCl", "--data", "x.csv"]) == 2
+    assert "exactly one" in capsys.readouterr().err
+    assert main(["csp", "--formula", "KCl", "--templates", "nonsense_set", "--out", str(tmp_path)]) == 2
+    assert "nonsense_set" in capsys.readouterr().err
+    assert main(["csp", "--data", str(tmp_path/"missing.csv")]) == 2
+    assert "missing.csv" in capsys.readouterr().err
