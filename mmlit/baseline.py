@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_baseline.ipynb #901746e9
 from __future__ import annotations
-import json, warnings
+import json, time, warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -207,6 +207,7 @@ class TunedTreeModel:
                  valid_frac:float=0.1,     # held-out share for the loss choice and early stopping
                  target:str|None=None,     # target column; default the dataset's first
                  n_jobs:int=1, # OpenMP threads for sets of >= 20,000 rows (smaller sets always use 1: see below)
+                 time_limit:float|None=None, # wall-clock seconds for `fit`: rounds are added in chunks until it is spent
                  seed:int=0, progress:bool=True, n_estimators=None): # (the last: the registry's boosting rounds)
         if loss not in ("auto", "squared_error", "absolute_error"):
             raise ConfigError(f"unknown loss {loss!r}; choose from ['absolute_error', 'auto', 'squared_error']")
@@ -217,8 +218,9 @@ class TunedTreeModel:
         self.max_iter = n_estimators or max_iter
         self.learning_rate, self.max_leaf_nodes, self.patience, self.valid_frac = learning_rate, max_leaf_nodes, patience, valid_frac
         self.early_stopping = early_stopping
-        self.seed, self.progress, self.n_jobs = seed, progress, n_jobs or 1
+        self.seed, self.progress, self.n_jobs, self.time_limit = seed, progress, n_jobs or 1, time_limit
         self.regressor_, self.gate_, self.loss_, self.valid_mae_ = None, None, None, {}
+        self._deadline, self._fits_left = None, 1
         self.classifier_, self.task_type_ = None, None
 
     name = "tuned-tree"
@@ -243,13 +245,26 @@ def _tt_fit(self:TunedTreeModel, data:Dataset) -> TunedTreeModel:
         if not np.isin(labels, [0, 1]).all() or len(labels) < 2:
             raise DataError(f"{data.name}: TunedTreeModel classifies binary 0/1 labels (both present); got labels {labels[:10].tolist()}")
     elif len(y) < 20: raise DataError(f"{data.name}: {len(y)} rows are too few for a held-out split (need 20)")
+    self._deadline = None if self.time_limit is None else time.time() + self.time_limit   # featurizing counts too
     X = self.featurizer(list(data.compositions), progress=self.progress)
     self.task_type_ = data.task_type
     with threadpool_limits(self._threads(len(y))):
         if data.task_type == "regression": return self._fit_arrays(X, y)
-        self.regressor_, self.gate_, self.loss_, self.valid_mae_ = None, None, "log_loss", {}
-        self.classifier_ = self._hgb("log_loss", len(y)).fit(X, y.astype(int))
+        self.regressor_, self.gate_, self.loss_, self.valid_mae_, self._fits_left = None, None, "log_loss", {}, 1
+        self.classifier_ = self._boost(self._hgb("log_loss", len(y)), X, y.astype(int))
         return self
+
+def _tt_boost(self:TunedTreeModel, est, X, y):
+    "Fit one booster; under a time limit, 100 rounds at a time (warm start) until done or this fit's share of the time is spent."
+    if self._deadline is None: return est.fit(X, y)
+    end = time.time() + max(self._deadline - time.time(), 0) / max(self._fits_left, 1)
+    self._fits_left -= 1
+    total = est.max_iter
+    est.set_params(warm_start=True)
+    for n in range(100, total + 100, 100):
+        est.set_params(max_iter=min(n, total)); est.fit(X, y)
+        if est.n_iter_ < est.max_iter or time.time() > end: break   # early stopping ended it, or the time is up
+    return est
 
 def _tt_threads(self:TunedTreeModel, n_rows:int) -> int:
     "OpenMP threads: one below 20,000 rows, where each of 2,000 rounds is too short to share (19x faster on 300 rows)."
@@ -261,10 +276,11 @@ def _tt_fit_arrays(self:TunedTreeModel, X, y) -> TunedTreeModel:
     gate = gate and zero.any() and (~zero).any()
     def fit_on(rows, loss):
         "(gate or None, regressor) fitted on `rows`."
-        g = self._hgb("log_loss", rows.sum()).fit(X[rows], zero[rows]) if gate else None
+        g = self._boost(self._hgb("log_loss", rows.sum()), X[rows], zero[rows]) if gate else None
         keep = rows & ~zero if gate else rows                   # the regressor learns the non-zero rows
-        return g, self._hgb(loss, keep.sum()).fit(X[keep], y[keep])
+        return g, self._boost(self._hgb(loss, keep.sum()), X[keep], y[keep])
     losses = ["squared_error", "absolute_error"] if self.loss == "auto" else [self.loss]
+    self._fits_left = (len(losses) + (len(losses) > 1)) * (2 if gate else 1)   # equal time shares per booster
     self.valid_mae_ = {}
     if len(losses) > 1:
         va = np.random.default_rng(self.seed).random(len(y)) < self.valid_frac
@@ -291,7 +307,7 @@ def _tt_predict(self:TunedTreeModel, data) -> np.ndarray:
         return self._combine(X, self.regressor_.predict(X)).astype(float)
 
 TunedTreeModel.fit, TunedTreeModel._combine, TunedTreeModel.predict, TunedTreeModel._hgb = _tt_fit, _tt_combine, _tt_predict, _hgb
-TunedTreeModel._threads, TunedTreeModel._fit_arrays = _tt_threads, _tt_fit_arrays
+TunedTreeModel._threads, TunedTreeModel._fit_arrays, TunedTreeModel._boost = _tt_threads, _tt_fit_arrays, _tt_boost
 
 # %% ../nbs/09_baseline.ipynb #018cf6c8
 MODEL_FORMAT_VERSION = 1   # of a saved model directory; bump it when config.json or the parts change meaning

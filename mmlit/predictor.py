@@ -126,12 +126,15 @@ def _split(n:int, y, classification:bool, k:int, seed:int) -> list:
     return list(cv.split(np.zeros(n), y if classification else None))
 
 def _limit_time(model, seconds:float|None):
-    "Give a model that trains with the `Trainer` (its config has `time_limit`) a wall-clock budget; others run as they are."
+    "Give a model a wall-clock budget: the tuned tree's boosting, or the `Trainer` of a neural model; others run as they are."
     from dataclasses import replace
+    if seconds is None: return model
+    seconds = max(float(seconds), 1.0)
+    if isinstance(getattr(model, "time_limit", None), (type(None), int, float)) and hasattr(model, "time_limit"):
+        model.time_limit = seconds                               # TunedTreeModel: boosting rounds in timed chunks
     for attr in ("config", "train_config"):   # ImKTModel.config (an ImKTConfig), GraphModel.train_config (a TrainConfig)
         cfg = getattr(model, attr, None)
-        if seconds is not None and cfg is not None and hasattr(cfg, "time_limit"):
-            setattr(model, attr, replace(cfg, time_limit=max(float(seconds), 1.0)))
+        if cfg is not None and hasattr(cfg, "time_limit"): setattr(model, attr, replace(cfg, time_limit=seconds))
     return model
 
 def _fit_model(model, train:Dataset, valid:Dataset|None):

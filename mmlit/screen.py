@@ -190,8 +190,8 @@ def screen(model, # anything with predict(list of formulas) [-> (mean, std) with
     if df.empty: raise DataError(f"all {n_enumerated} compositions of {space} (max_atoms={max_atoms}) are excluded")
     mean, std = _predict(model, list(df.composition))
     if rank_by != "prediction" and np.isnan(std).all():
-        raise ConfigError(f"rank_by={rank_by!r} needs a standard deviation, but {type(model).__name__}.predict "
-                          "has no return_std: use rank_by='prediction' or an ensemble")
+        raise ConfigError(f"rank_by={rank_by!r} needs a standard deviation, but {type(model).__name__} gives none (a single "
+                          "model has no spread; an ensemble or a bagged Predictor does): use rank_by='prediction'")
     sign = 0 if rank_by == "prediction" else (1 if (rank_by == "ucb") == maximize else -1)
     df = df.assign(prediction=mean, std=std, score=mean if sign == 0 else mean + sign * kappa * std)
     if (bad := ~np.isfinite(df.score)).any():

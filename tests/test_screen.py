@@ -119,7 +119,7 @@ def test_training_compositions_are_excluded():
     assert "Fe2O3" not in set(table.composition)
 
 def test_screen_errors():
-    with pytest.raises(ConfigError, match="return_std"): screen(MeanOnly(), "Li,Fe,P,O", rank_by="ucb", progress=False)
+    with pytest.raises(ConfigError, match="gives none"): screen(MeanOnly(), "Li,Fe,P,O", rank_by="ucb", progress=False)
     with pytest.raises(CompositionError, match="'Zz'"): screen(MeanOnly(), "Li,Zz,O", progress=False)
     with pytest.raises(CompositionError, match="Qq"): screen(MeanOnly(), "Li,O", exclude=["Li2O", "Qq2O"], progress=False)
     with pytest.raises(DataError, match="excluded"):
