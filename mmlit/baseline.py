@@ -21,6 +21,7 @@ import mmlit
 from .core import ConfigError, DataError
 from .data.composition import parse_composition
 from .data.core import Dataset
+from .registry import read_saved
 from .treeio import TreeEnsemble, export_model, save_arrays
 
 # %% auto #0
@@ -327,16 +328,8 @@ def _save_dir(model, path, init:dict, state:dict, parts:dict) -> Path:
 def _load_dir(cls, path, keys:tuple, parts_of) -> tuple:
     "`(model, config, {part: TreeEnsemble})` from a directory written by `_save_dir`; `parts_of(config)`: the part names expected."
     path = Path(path); f = path/"config.json"
-    if not f.is_file(): raise ConfigError(f"no config.json in {str(path)!r}: not a saved {cls.__name__}")
-    try: cfg = json.loads(f.read_text())
-    except (ValueError, UnicodeDecodeError) as e: raise DataError(f"{str(f)!r} is not valid JSON: {e}") from None
-    if not isinstance(cfg, dict) or cfg.get("class") != cls.__name__:
-        raise ConfigError(f"{str(path)!r} holds a {cfg.get('class') if isinstance(cfg, dict) else cfg!r}, not a saved {cls.__name__}")
-    saved, mine = cfg.get("mmlit_version"), mmlit.__version__
-    if cfg.get("format_version") != MODEL_FORMAT_VERSION:
-        raise ConfigError(f"{str(path)!r} was saved by mmlit {saved} (format {cfg.get('format_version')}); "
-                          f"mmlit {mine} reads format {MODEL_FORMAT_VERSION}: retrain, or load it with mmlit {saved}")
-    if saved != mine: warnings.warn(f"{str(path)!r} was saved by mmlit {saved}; this is mmlit {mine} (same format {MODEL_FORMAT_VERSION})")
+    cfg = read_saved(path, "config.json", cls.__name__, MODEL_FORMAT_VERSION, key="format_version")
+    if cfg.get("class") != cls.__name__: raise ConfigError(f"{str(path)!r} holds a {cfg.get('class')!r}, not a saved {cls.__name__}")
     missing = [k for k in ("init", "parts", "task_type", *keys) if k not in cfg]
     if missing: raise DataError(f"{str(f)!r} lacks {missing}")
     if set(cfg["parts"]) != parts_of(cfg): raise DataError(f"{str(f)!r} lists parts {cfg['parts']}, expected {sorted(parts_of(cfg))}")

@@ -18,7 +18,7 @@ from .data.core import Dataset, BadRowsWarning
 from .data.composition import parse_composition, reduced_formula
 from .data.table import load_table, find_composition_column, find_structure_column, parse_structure
 from .metrics import mae, rmse, roc_auc, regression_scores, classification_scores
-from .registry import model_entry, make_model, save_model, load_model
+from .registry import model_entry, make_model, save_model, load_model, read_saved
 from .ensemble import Ensemble, WeightedEnsemble, greedy_weights, _takes_valid
 
 # %% auto #0
@@ -420,13 +420,7 @@ def save(self:Predictor, path:str|Path|None=None) -> Path:
 def load(cls, path:str|Path) -> Predictor:
     "A predictor saved by `save` (or by `fit` with a path)."
     path = Path(path)
-    if not (path/"predictor.json").exists(): raise ConfigError(f"{str(path)!r} holds no saved Predictor (no predictor.json)")
-    meta = json.loads((path/"predictor.json").read_text())
-    if meta.get("format") != FORMAT:
-        raise ConfigError(f"{str(path)!r} was saved by mmlit {meta.get('mmlit_version')} (predictor format {meta.get('format')}); "
-                          f"this mmlit {mmlit.__version__} reads format {FORMAT}: retrain, or load it with mmlit {meta.get('mmlit_version')}")
-    if meta.get("mmlit_version") != mmlit.__version__:
-        warnings.warn(f"{path} was saved by mmlit {meta.get('mmlit_version')}; this is mmlit {mmlit.__version__}")
+    meta = read_saved(path, "predictor.json", "Predictor", FORMAT)
     p = cls(meta["label"], meta["problem_type"], meta["eval_metric"], path=None, composition=meta["composition"],
             structure=meta.get("structure"))
     p.uses_structures = bool(meta.get("uses_structures"))

@@ -4,18 +4,19 @@
 
 # %% ../nbs/07_registry.ipynb #1ca5e2f0
 from __future__ import annotations
-import importlib, inspect, json
+import importlib, inspect, json, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 
-from .core import ConfigError
+from .core import ConfigError, DataError
 
 # %% auto #0
 __all__ = ['COMMON_KEYWORDS', 'MODELS', 'STRUCTURE_MODELS', 'SAVERS', 'MODEL_FILE', 'ModelEntry', 'resolve_ref', 'register_model',
-           'model_entry', 'make_model', 'model_names', 'describe_models', 'register_saver', 'save_model', 'load_model']
+           'model_entry', 'make_model', 'model_names', 'describe_models', 'register_saver', 'read_saved', 'save_model',
+           'load_model']
 
 # %% ../nbs/07_registry.ipynb #aa666889
 COMMON_KEYWORDS = ("n_estimators", "n_jobs", "seed", "progress")  # what `mmlit bench` hands every model
@@ -145,6 +146,26 @@ def register_saver(class_name:str, # `type(model).__name__` of the fitted model
                   ):
     "Declare how a model class is saved and loaded (`save_model` / `load_model`)."
     SAVERS[class_name] = (save, load)
+
+def read_saved(path, # the saved folder
+               fname:str, # its JSON settings file
+               what:str, # what it holds, for messages ("Predictor", "TunedTreeModel", ...)
+               fmt, # the layout version this mmlit reads
+               key:str="format", # the JSON key holding the layout version
+              ) -> dict:
+    "The checked settings of a saved folder: another layout fails naming both mmlit versions; another mmlit version warns."
+    from mmlit import __version__
+    f = Path(path)/fname
+    if not f.is_file(): raise ConfigError(f"{str(path)!r} holds no saved {what} (no {fname})")
+    try: meta = json.loads(f.read_text())
+    except (ValueError, UnicodeDecodeError) as e: raise DataError(f"{str(f)!r} is not valid JSON: {e}") from None
+    if not isinstance(meta, dict): raise DataError(f"{str(f)!r} does not hold settings (a JSON object)")
+    saved = meta.get("mmlit_version")
+    if meta.get(key) != fmt:
+        raise ConfigError(f"{str(path)!r} holds a {what} saved by mmlit {saved} in format {meta.get(key)}; this mmlit "
+                          f"{__version__} reads format {fmt}: retrain it, or load it with mmlit {saved}")
+    if saved != __version__: warnings.warn(f"{path}: {what} saved by mmlit {saved}; this is mmlit {__version__} (same format {fmt})")
+    return meta
 
 def save_model(model, path) -> Path:
     "Save a fitted model into the folder `path` (created) with its class's saver; returns the folder."

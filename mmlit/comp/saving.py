@@ -12,6 +12,7 @@ import pandas as pd
 
 import mmlit
 from ..core import ConfigError
+from ..registry import read_saved
 from .pretrain import StageResult, save_stage, read_stage
 from .finetune import ImKTConfig, ImKTModel, load_finetuned
 
@@ -43,13 +44,7 @@ def _config(saved:dict) -> ImKTConfig:
 def load_imkt(path) -> ImKTModel:
     "The fitted `ImKTModel` saved by `save_imkt` in `path` (predicts exactly as before saving)."
     path = Path(path)
-    if not (path/"imkt_model.json").exists(): raise ConfigError(f"{str(path)!r} holds no saved ImKTModel (no imkt_model.json)")
-    meta = json.loads((path/"imkt_model.json").read_text())
-    if meta.get("format") != SAVE_FORMAT:
-        raise ConfigError(f"{str(path)!r} was saved by mmlit {meta.get('mmlit_version')} in format {meta.get('format')}; "
-                          f"this mmlit {mmlit.__version__} reads format {SAVE_FORMAT}: retrain or load it with mmlit {meta.get('mmlit_version')}")
-    if meta.get("mmlit_version") != mmlit.__version__:
-        warnings.warn(f"{path} was saved by mmlit {meta.get('mmlit_version')}; this is mmlit {mmlit.__version__}")
+    meta = read_saved(path, "imkt_model.json", "ImKTModel", SAVE_FORMAT)
     m = ImKTModel(_config(meta["config"]))
     if meta.get("recipe"): m.recipe = meta["recipe"]
     model, tok, _ = load_finetuned(path)
