@@ -16,7 +16,7 @@ from .core import DataError, ConfigError
 
 # %% auto #0
 __all__ = ['mae', 'rmse', 'mad', 'mad_mae', 'mae_mad', 'rmse_rmsd', 'roc_auc', 'regression_scores', 'classification_scores',
-           'matbench_scores', 'hardware_info', 'FoldResult', 'BenchResult']
+           'matbench_scores', 'hardware_info', 'FoldResult', 'BenchResult', 'paired_mean']
 
 # %% ../nbs/03_metrics.ipynb #30c9865c
 def _pair(y_true, y_pred):
@@ -237,6 +237,20 @@ def _br_from_json(cls, path_or_text) -> BenchResult:
 
 BenchResult.to_dict, BenchResult.from_dict = _br_to_dict, classmethod(_br_from_dict)
 BenchResult.to_json, BenchResult.from_json = _br_to_json, classmethod(_br_from_json)
+
+# %% ../nbs/03_metrics.ipynb #52dab0f7
+def paired_mean(a:BenchResult, b:BenchResult) -> pd.DataFrame:
+    "Per common fold: the MAE of the mean of two runs' predictions (rows matched by id) and both runs' CPU minutes."
+    out, other = [], {f.fold: f for f in b.folds}
+    for fa in a.folds:
+        fb = other.get(fa.fold)
+        if fb is None: continue
+        pa, pb = pd.Series(fa.y_pred, index=fa.ids), pd.Series(fb.y_pred, index=fb.ids)
+        if set(pa.index) != set(pb.index): raise DataError(f"fold {fa.fold}: the two runs predicted different test rows")
+        y = pd.Series(fa.y_true, index=fa.ids)
+        out.append(dict(fold=fa.fold, mae=float(np.abs((pa + pb.reindex(pa.index)) / 2 - y).mean()),
+                        cpu=(fa.cpu_time + fb.cpu_time) / 60))
+    return pd.DataFrame(out, columns=["fold", "mae", "cpu"])
 
 # %% ../nbs/03_metrics.ipynb #feb39bd2
 def _br_to_markdown(self:BenchResult, metrics:list|None=None) -> str:

@@ -141,15 +141,12 @@ def test_readme_composition_recipe_numbers_come_from_results():
     rows = re.findall(r"^\| (\w+) \| ([\d.]+) ± ([\d.]+) \| ([\d.]+) ± ([\d.]+) \((\d) folds?\)[^|]* \| ([\d.]+) ± ([\d.]+) \|",
                       (ROOT/"README.md").read_text(), re.M)
     assert len(rows) >= 3, rows
-    def fold_maes(task, model):
-        res = BenchResult.from_json(ROOT/"benchmarks/results/composition"/f"matbench_{task}"/model/"results.json")
-        pred = pd.read_csv(ROOT/"benchmarks/results/composition"/f"matbench_{task}"/model/"predictions.csv.gz", dtype={"id": str})
-        return res, pred
+    from mmlit.bench.core import load_bench
+    from mmlit.metrics import paired_mean
     for task, tm, ts, em, es, n, am, as_ in rows:
-        tree, tp = fold_maes(task, "tuned-tree"); elm, ep = fold_maes(task, "elm-fast")
+        tree, elm = (load_bench(ROOT/"benchmarks/results/composition"/f"matbench_{task}"/m) for m in ("tuned-tree", "elm-fast"))
         d = len(tm.split(".")[1])
         assert (f"{tree.mean():.{d}f}", f"{tree.std():.{d}f}") == (tm, ts), (task, tree.mean())
         assert (f"{elm.mean():.{d}f}", f"{elm.std():.{d}f}", len(elm.folds)) == (em, es, int(n)), (task, elm.mean())
-        m = ep.merge(tp, on=["fold", "id"], suffixes=("_e", "_t"))
-        ens = m.assign(err=((m.y_pred_e + m.y_pred_t) / 2 - m.y_true_e).abs()).groupby("fold").err.mean()
+        ens = paired_mean(elm, tree).mae
         assert (f"{ens.mean():.{d}f}", f"{ens.std(ddof=0):.{d}f}") == (am, as_), (task, ens.mean())
