@@ -10,7 +10,7 @@ from pymatgen.core import Lattice, Structure
 
 from mmlit.core import ConfigError, DataError, shared_data_dir
 from mmlit.data.core import Dataset
-from mmlit.text.describe import describe_structures, fallback_description
+from mmlit.text.describe import canonical_description, describe_structures, fallback_description
 from mmlit.text.encoders import FrozenTextEncoder, TextModel, load_text_bert, pretrain_text_bert
 from mmlit.train.core import TrainConfig
 
@@ -72,9 +72,27 @@ def test_descriptions_equal_the_shared_file(tmp_path):
     ref = ref.set_index("row").loc[rows]
     df = describe_structures(structs, ids=rows, n_jobs=2, cache=tmp_path, progress=False)
     assert (df.source == "robocrys").all(), df.error.tolist()
-    assert df.description.tolist() == ref.description.tolist()
+    assert df.description.tolist() == ref.description.tolist()   # this file's connectivity lists are already sorted
     df2 = describe_structures(structs, ids=rows, cache=tmp_path, progress=False)   # from the cache
     assert df2.description.tolist() == ref.description.tolist() and df2.seconds.isna().all()
+
+
+MP20 = None if SD is None else SD/"structures"/"mp_20_pilot"
+
+@pytest.mark.skipif(MP20 is None or not (MP20/"descriptions.csv.gz").exists() or find_spec("robocrys") is None,
+                    reason="needs the shared structures/mp_20_pilot folder (MMLIT_DATA) and robocrys")
+def test_descriptions_equal_the_shared_mp20_file_made_canonical(tmp_path):
+    "That file lists connectivities in reverse order and has numpy reprs: equal after `canonical_description`."
+    ref = pd.read_csv(MP20/"descriptions.csv.gz").set_index("material_id")
+    want = {"mp-1184509": "test", "mp-1218017": "train"}   # 'face, edge, and corner-sharing'; the second also 'np.int64('
+    assert "np.int64(" in ref.description["mp-1218017"] and "face, edge, and corner" in ref.description["mp-1184509"]
+    structs = []
+    for mid, split in want.items():
+        t = pd.read_csv(MP20/f"{split}.csv.gz", usecols=["material_id", "cif"]).set_index("material_id")
+        structs.append(Structure.from_str(t.cif[mid], fmt="cif"))
+    df = describe_structures(structs, ids=list(want), n_jobs=2, cache=tmp_path, progress=False)
+    assert df.description.tolist() == [canonical_description(ref.description[m]) for m in want]
+    assert df.description.tolist() != [ref.description[m] for m in want]
 
 
 @pytest.fixture(scope="module")
