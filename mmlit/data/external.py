@@ -18,9 +18,9 @@ from .composition import parse_composition
 from .core import Dataset, matbench_folds, validate_rows
 
 # %% auto #0
-__all__ = ['MATBENCH_TASKS', 'RICCI_UNITS', 'DCDFT_UNITS', 'register_dataset', 'list_datasets', 'load_dataset', 'matbench_source',
-           'load_matbench', 'load_ricci_transport', 'load_exp_formation_enthalpy', 'load_jarvis_prototypes',
-           'load_dcdft']
+__all__ = ['DATASET_MODULES', 'MATBENCH_TASKS', 'RICCI_UNITS', 'DCDFT_UNITS', 'register_dataset', 'list_datasets', 'load_dataset',
+           'matbench_source', 'load_matbench', 'load_ricci_transport', 'load_exp_formation_enthalpy',
+           'load_jarvis_prototypes', 'load_dcdft']
 
 # %% ../../nbs/02a_data.external.ipynb #84629ba0
 _REGISTRY: dict = {}
@@ -33,12 +33,21 @@ def register_dataset(name:str, # registry key, e.g. "matbench_expt_gap"
     _REGISTRY[name] = (loader, description)
     return loader
 
+# modules that register more datasets when imported (kept out of this module's imports: they import it)
+DATASET_MODULES = ("mmlit.data.jarvis",)
+
+def _register_all():
+    import importlib
+    for m in DATASET_MODULES: importlib.import_module(m)
+
 def list_datasets(details:bool=False) -> list[str]|dict[str, str]:
     "Names of the registered datasets (or name -> description)."
+    _register_all()
     return {k: d for k, (_, d) in sorted(_REGISTRY.items())} if details else sorted(_REGISTRY)
 
 def load_dataset(name:str, **kw) -> Dataset:
     "Load the registered dataset `name`; keyword arguments go to its loader."
+    if name not in _REGISTRY: _register_all()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(str(name), _REGISTRY, n=3)
         raise ConfigError(f"unknown dataset {name!r}" + (f"; did you mean {close}?" if close else "")
