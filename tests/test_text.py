@@ -10,7 +10,8 @@ from pymatgen.core import Lattice, Structure
 
 from mmlit.core import ConfigError, DataError, shared_data_dir
 from mmlit.data.core import Dataset
-from mmlit.text.describe import canonical_description, describe_structures, fallback_description
+from mmlit.text.describe import (cache_descriptions, canonical_description, describe_structures, fallback_description,
+                                 shared_descriptions)
 from mmlit.text.encoders import FrozenTextEncoder, TextModel, load_text_bert, pretrain_text_bert
 from mmlit.train.core import TrainConfig
 
@@ -163,3 +164,16 @@ def test_text_model_learns(toy_bert, tmp_path):
     np.testing.assert_allclose(TextModel.load(tmp_path/"m", cache=tmp_path).predict(ds), p, rtol=1e-5, atol=1e-6)
     assert tm.get_params()["n_train"] == 27 and tm.encoder.n_forward > 0
     with pytest.raises(ConfigError, match="describer"): TextModel(describer="gpt")
+
+
+@pytest.mark.skipif(PHONONS is None or not (PHONONS/"descriptions.csv.gz").exists(), reason="needs the shared matbench_phonons folder")
+def test_shared_descriptions_seed_the_cache(tmp_path):
+    sd = shared_descriptions("matbench_phonons")
+    with gzip.open(PHONONS/"matbench_phonons.json.gz", "rt") as f: d = json.load(f)
+    assert len(sd) == len(d["data"]) and sd.id.is_unique and (sd.error == "").all()
+    rows = [3, 7]
+    structs = [Structure.from_dict(d["data"][r][d["columns"].index("structure")]) for r in rows]
+    assert cache_descriptions(structs, sd.description[rows].tolist(), cache=tmp_path) == 2
+    df = describe_structures(structs, ids=sd.id[rows].tolist(), cache=tmp_path, progress=False, n_jobs=1)
+    assert df.description.tolist() == sd.description[rows].tolist() and (df.source == "robocrys").all()
+    with pytest.raises(ConfigError, match="no shared descriptions"): shared_descriptions("perov_5")
