@@ -74,6 +74,8 @@ def test_descriptions_equal_the_shared_file(tmp_path):
     df = describe_structures(structs, ids=rows, n_jobs=2, cache=tmp_path, progress=False)
     assert (df.source == "robocrys").all(), df.error.tolist()
     assert df.description.tolist() == ref.description.tolist()   # this file's connectivity lists are already sorted
+    import robocrys.condense.molecule as rm   # its molecule database is read once per process (a speed-up), same text
+    assert rm.MoleculeNamer().molecule_db is rm.MoleculeNamer().molecule_db
     df2 = describe_structures(structs, ids=rows, cache=tmp_path, progress=False)   # from the cache
     assert df2.description.tolist() == ref.description.tolist() and df2.seconds.isna().all()
 
