@@ -136,6 +136,12 @@ for _name, _arch, _preset, _d in [("cgcnn", "cgcnn", "paper", "CGCNN (Xie & Gros
     register_model(_name, "mmlit.struct.models:GraphModel", f"crystal graph: {_d}", needs_structures=True,
                    arch=_arch, preset=_preset)
 
+register_model("text-minilm", "mmlit.text.encoders:TextModel",
+               "robocrys description -> frozen all-MiniLM-L6-v2 (cached) -> MLP head", needs_structures=True, encoder="minilm")
+register_model("text-fallback-minilm", "mmlit.text.encoders:TextModel",
+               "pymatgen-only description (formula, space group, lattice) -> frozen MiniLM -> MLP head",
+               needs_structures=True, encoder="minilm", describer="fallback")
+
 # %% ../nbs/07_registry.ipynb #110002d8
 SAVERS: dict = {}                    # class name -> (save "module:attr", load "module:attr")
 MODEL_FILE = "mmlit_model.json"      # written next to each saved model: its class and the mmlit version
@@ -193,3 +199,4 @@ for _cls in ("Ensemble", "WeightedEnsemble"):
     register_saver(_cls, f"mmlit.ensemble:{_cls}.save", f"mmlit.ensemble:{_cls}.load")
 register_saver("ImKTModel", "mmlit.comp.saving:save_imkt", "mmlit.comp.saving:load_imkt")
 register_saver("GraphModel", "mmlit.struct.models:GraphModel.save", "mmlit.struct.models:GraphModel.load")
+register_saver("TextModel", "mmlit.text.encoders:TextModel.save", "mmlit.text.encoders:TextModel.load")
