@@ -141,6 +141,10 @@ register_model("text-minilm", "mmlit.text.encoders:TextModel",
 register_model("text-fallback-minilm", "mmlit.text.encoders:TextModel",
                "pymatgen-only description (formula, space group, lattice) -> frozen MiniLM -> MLP head",
                needs_structures=True, encoder="minilm", describer="fallback")
+for _s in ("cgcnn", "alignn-small"):   # exKT: formula -> template-predicted structure -> this crystal-graph model
+    register_model(f"exkt-{_s}", "mmlit.exkt.pipeline:ExKTModel",
+                   f"explicit transfer: template crystal-structure prediction, then {_s} (trained on true structures)",
+                   needs_structures=True, structure_model=_s)
 
 # %% ../nbs/07_registry.ipynb #110002d8
 SAVERS: dict = {}                    # class name -> (save "module:attr", load "module:attr")
