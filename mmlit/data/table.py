@@ -27,17 +27,22 @@ def _parses(v) -> bool:
     try: parse_composition(v); return True
     except (CompositionError, TypeError, ValueError): return False
 
+def _find_column(df:pd.DataFrame, column:str|None, what:str, names:tuple, test, sample:int) -> tuple[str|None, list, list]:
+    "(found or None, columns whose first `sample` values pass `test`, candidates): `column` checked, else by name, else by content."
+    if column is not None:
+        if column not in df: raise ConfigError(f"{what} column {column!r} is not in the table; columns: {list(df.columns)}")
+        return column, [column], [column]
+    named = [c for c in df.columns if str(c).strip().lower() in names]
+    if len(named) == 1: return named[0], named, named
+    cands = named or [c for c in df.columns if df[c].dtype == object]
+    ok = [c for c in cands if len(v := df[c].dropna().head(sample)) and all(test(x) for x in v)]
+    return (ok[0] if len(ok) == 1 else None), ok, cands
+
 def find_composition_column(df:pd.DataFrame, column:str|None=None, # the column, when the user named it
                            ) -> str:
     "The composition column of `df`: `column`, else found by name, else by content."
-    if column is not None:
-        if column not in df: raise ConfigError(f"composition column {column!r} is not in the table; columns: {list(df.columns)}")
-        return column
-    named = [c for c in df.columns if str(c).strip().lower() in COMPOSITION_NAMES]
-    if len(named) == 1: return named[0]
-    cands = named or [c for c in df.columns if df[c].dtype == object]
-    ok = [c for c in cands if len(v := df[c].dropna().head(50)) and all(_parses(x) for x in v)]
-    if len(ok) == 1: return ok[0]
+    found, ok, cands = _find_column(df, column, "composition", COMPOSITION_NAMES, _parses, 50)
+    if found is not None: return found
     raise ConfigError(f"cannot tell which column holds the compositions (candidates: {ok or cands}; columns: "
                       f"{list(df.columns)}): name it (--composition COL)")
 
@@ -71,15 +76,9 @@ def _looks_like_structure(v) -> bool:
 def find_structure_column(df:pd.DataFrame, column:str|None=None, # the column, when the user named it
                          ) -> str|None:
     "The crystal-structure column of `df` (`column`, else found by name or content), or None when there is none."
-    if column is not None:
-        if column not in df: raise ConfigError(f"structure column {column!r} is not in the table; columns: {list(df.columns)}")
-        return column
-    named = [c for c in df.columns if str(c).strip().lower() in STRUCTURE_NAMES]
-    if len(named) == 1: return named[0]
-    cands = named or [c for c in df.columns if df[c].dtype == object]
-    ok = [c for c in cands if len(v := df[c].dropna().head(5)) and all(_looks_like_structure(x) for x in v)]
+    found, ok, _ = _find_column(df, column, "structure", STRUCTURE_NAMES, _looks_like_structure, 5)
     if len(ok) > 1: raise ConfigError(f"several columns hold crystal structures {ok}: name one (--structure COL)")
-    return ok[0] if ok else None
+    return found
 
 def parse_structure(v):
     "A pymatgen `Structure` from a Structure, its dict (or that dict as JSON), CIF text or POSCAR text."
