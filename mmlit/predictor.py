@@ -19,7 +19,7 @@ from .data.composition import parse_composition, reduced_formula
 from .data.table import load_table, find_composition_column, find_structure_column, parse_structure
 from .metrics import mae, rmse, roc_auc, regression_scores, classification_scores
 from .registry import model_entry, make_model, save_model, load_model, read_saved
-from .ensemble import Ensemble, WeightedEnsemble, greedy_weights, _takes_valid
+from .ensemble import Ensemble, WeightedEnsemble, greedy_weights, _takes_valid, _mean_std
 
 # %% auto #0
 __all__ = ['PRESETS', 'METRICS', 'PROBLEM_TYPES', 'STRUCTURE_MODELS', 'FORMAT', 'PREDICT_CHUNK', 'Predictor', 'fit',
@@ -294,9 +294,8 @@ def _model(self:Predictor, model:str|None=None, structures:bool=True):
         pick = (max if METRICS[self.eval_metric][1] else min)(ok, key=lambda r: r["score_val"])["model"]
         warnings.warn(f"no structure column: predicting with the best composition-only model {pick!r} instead of {self.best_!r}")
         return self.models_[pick]
-    if model is None or model == "weighted-ensemble":
-        names = list(self.weights_) if model is None or self.best_ == "weighted-ensemble" else [self.best_]
-        if model == "weighted-ensemble" and self.best_ != "weighted-ensemble": names = list(self.weights_)
+    if model is None or model == "weighted-ensemble":   # (weights_ is {best: 1.0} when no blend was kept)
+        names = list(self.weights_)
         return WeightedEnsemble([self.models_[n] for n in names], [self.weights_.get(n, 1.0) for n in names], name=self.best_)
     if model not in self.models_: raise ConfigError(f"no fitted model {model!r}; fitted: {sorted(self.models_)}")
     return self.models_[model]
@@ -326,10 +325,6 @@ def predict_frame(self:Predictor, data, # DataFrame, CSV path, formula or list o
     out.loc[idx, "prediction"], out.loc[idx, "std"] = mu, sd
     return out
 
-def _mean_std(m, comps):
-    from mmlit.ensemble import _mean_std as ms
-    return ms(m, comps)
-
 def _has_spread(m) -> bool:
     "Whether a model's std means something: an ensemble of several members, or a blend of several families."
     if isinstance(m, WeightedEnsemble): return len(m.members) > 1 or any(_has_spread(x) for x in m.members)
@@ -351,25 +346,32 @@ def predict_proba(self:Predictor, data, model:str|None=None, strict:bool=False) 
 Predictor._model, Predictor.predict_frame, Predictor.predict, Predictor.predict_proba = _model, predict_frame, predict, predict_proba
 
 # %% ../nbs/18_predictor.ipynb #9bf3bc97
-def evaluate(self:Predictor, data, model:str|None=None) -> dict:
-    "Every metric of `mmlit.metrics` for a labelled table (DataFrame or CSV path), and the eval_metric."
+def _labelled(self:Predictor, data) -> tuple[pd.DataFrame, np.ndarray]:
+    "(table, labels) of a labelled DataFrame or CSV path, validated like training data."
     df = _frame(data)   # (reads a CSV path once)
     ds = load_table(df, label=self.label, composition=self.composition if self.composition in df else None,
                     name="evaluation", task_type=self.task_type, structure=self.structure if self.structure in df else None)
+    return df, ds.y()
+
+def _evaluate(self:Predictor, df:pd.DataFrame, y, model:str|None) -> dict:
     p = self.predict_frame(df, model, strict=True).prediction.to_numpy()
-    scores = regression_scores(ds.y(), p) if self.task_type == "regression" else classification_scores(ds.y(), p)
-    return {self.eval_metric: self._score(ds.y(), p), **scores}
+    scores = regression_scores(y, p) if self.task_type == "regression" else classification_scores(y, p)
+    return {self.eval_metric: self._score(y, p), **scores}
+
+def evaluate(self:Predictor, data, model:str|None=None) -> dict:
+    "Every metric of `mmlit.metrics` for a labelled table (DataFrame or CSV path), and the eval_metric."
+    return self._evaluate(*self._labelled(data), model)
 
 def leaderboard(self:Predictor, data=None) -> pd.DataFrame:
     "Every model tried: validation score, fit and prediction time, status; with labelled `data`, its test score too."
     if not self.records_: raise ConfigError("the Predictor is not fitted")
     lb = pd.DataFrame([{k: r.get(k) for k in ("model", "score_val", "fit_time", "pred_time_val", "status")} for r in self.records_])
     if data is not None:
-        test = []
+        df, y, test = *self._labelled(data), []   # the table is read and validated once for every model
         for name in lb.model:
             ok = name in self.models_ or (name == "weighted-ensemble" and len(self.weights_) > 0)
             t0 = time.time()
-            test.append((self.evaluate(data, name)[self.eval_metric], time.time() - t0) if ok else (math.nan, math.nan))
+            test.append((self._evaluate(df, y, name)[self.eval_metric], time.time() - t0) if ok else (math.nan, math.nan))
         lb.insert(1, "score_test", [s for s, _ in test]); lb["pred_time_test"] = [t for _, t in test]
     lb["best"] = lb.model == self.best_
     higher = METRICS[self.eval_metric][1]
@@ -381,6 +383,7 @@ def fit_summary(self:Predictor) -> dict:
                 **self.info_, models={r["model"]: dict(score_val=r["score_val"], status=r["status"], fit_time=r["fit_time"])
                                       for r in self.records_})
 
+Predictor._labelled, Predictor._evaluate = _labelled, _evaluate
 Predictor.evaluate, Predictor.leaderboard, Predictor.fit_summary = evaluate, leaderboard, fit_summary
 
 # %% ../nbs/18_predictor.ipynb #6214cd9d
