@@ -141,10 +141,23 @@ register_model("text-minilm", "mmlit.text.encoders:TextModel",
 register_model("text-fallback-minilm", "mmlit.text.encoders:TextModel",
                "pymatgen-only description (formula, space group, lattice) -> frozen MiniLM -> MLP head",
                needs_structures=True, encoder="minilm", describer="fallback")
+register_model("image-cnn", "mmlit.image.encoders:ImageModel",
+               "3 rendered views (atoms coloured by element) -> small multi-view CNN (plain torch) -> MLP head",
+               needs_structures=True)
+register_model("tabular-mlp", "mmlit.struct.tabular:TabularModel",
+               "Magpie + density, packing fraction, symmetry and lattice descriptors -> MLP", needs_structures=True)
 for _s in ("cgcnn", "alignn-small"):   # exKT: formula -> template-predicted structure -> this crystal-graph model
     register_model(f"exkt-{_s}", "mmlit.exkt.pipeline:ExKTModel",
                    f"explicit transfer: template crystal-structure prediction, then {_s} (trained on true structures)",
                    needs_structures=True, structure_model=_s)
+for _f, _d in [("concat", "CrysMMNet: 64-d projection heads, concatenated"), ("sum", "projection heads, summed"),
+               ("mean", "projection heads, averaged over the modalities present"), ("gated", "per-feature softmax gates"),
+               ("moe", "mixture of experts over the modality encoders, load-balancing loss"),
+               ("late", "late-fusion MLP + per-modality auxiliary losses (AutoGluon fusion_mlp)"),
+               ("xattn", "cross-attention graph nodes <-> text tokens, both ways"),
+               ("vxattn", "MatMMFuse single-vector cross-attention (= additive fusion)")]:
+    register_model(f"fusion-{_f}", "mmlit.fusion.models:FusionModel", f"fusion (modalities=, default graph+text): {_d}",
+                   needs_structures=True, fusion=_f)
 
 # %% ../nbs/07_registry.ipynb #110002d8
 SAVERS: dict = {}                    # class name -> (save "module:attr", load "module:attr")
@@ -204,3 +217,6 @@ for _cls in ("Ensemble", "WeightedEnsemble"):
 register_saver("ImKTModel", "mmlit.comp.saving:save_imkt", "mmlit.comp.saving:load_imkt")
 register_saver("GraphModel", "mmlit.struct.models:GraphModel.save", "mmlit.struct.models:GraphModel.load")
 register_saver("TextModel", "mmlit.text.encoders:TextModel.save", "mmlit.text.encoders:TextModel.load")
+register_saver("ImageModel", "mmlit.image.encoders:ImageModel.save", "mmlit.image.encoders:ImageModel.load")
+register_saver("TabularModel", "mmlit.struct.tabular:TabularModel.save", "mmlit.struct.tabular:TabularModel.load")
+register_saver("FusionModel", "mmlit.fusion.models:FusionModel.save", "mmlit.fusion.models:FusionModel.load")
