@@ -164,3 +164,35 @@ def test_cli_errors(tmp_path, capsys):
     assert "nonsense_set" in capsys.readouterr().err
     assert main(["csp", "--data", str(tmp_path/"missing.csv")]) == 2
     assert "missing.csv" in capsys.readouterr().err
+
+
+# ---- random symmetric structures (pyxtal) where no template fits ----
+pyxtal = pytest.importorskip("pyxtal")
+from mmlit.exkt.csp import ChainPredictor, RandomPredictor, make_predictor
+from mmlit.exkt.relax import min_distance_ratio
+
+
+def test_random_fallback_when_no_template_fits():
+    "Fe2O3 has no A2B3 template in the pool: the chain answers with pyxtal cells of exactly Fe2O3, atoms not too close."
+    pred = make_predictor((POOL, IDS), rank="energy", n_relax=3, fallback=True)
+    kcl, fe2o3 = pred.predict(["KCl", "Fe2O3"], top_k=3, progress=False)
+    assert kcl.candidates[0].provenance["method"] == "template"
+    assert fe2o3.ok and {c.provenance["method"] for c in fe2o3.candidates} == {"pyxtal"}
+    for c in fe2o3.candidates:
+        s = c.structure
+        assert s.composition.reduced_composition == Composition("Fe2O3") and len(s) <= 20
+        assert min_distance_ratio(s) >= 0.6
+        d = s.distance_matrix[np.triu_indices(len(s), 1)]
+        assert d.min() > 1.2 and s.volume / len(s) < 60   # neither overlapping atoms nor a gas
+    es = [c.energy_per_atom for c in fe2o3.candidates]
+    assert all(e is not None for e in es) and es == sorted(es)
+
+
+def test_random_predictor_is_deterministic_and_records_failure():
+    a = RandomPredictor(n_samples=3, max_atoms=10, rank="none").predict_one("MgAl2O4", top_k=3)
+    b = RandomPredictor(n_samples=3, max_atoms=10, rank="none").predict_one("MgAl2O4", top_k=3)
+    assert a.error is None or "pyxtal found no valid structure" in a.error
+    assert [c.structure for c in a.candidates] == [c.structure for c in b.candidates]
+    r = ChainPredictor(TemplatePredictor(POOL, IDS), RandomPredictor(max_atoms=4)).predict_one("Fe2O3")
+    assert not r.ok and "no template with anonymized formula A2B3" in r.error and "exceed max_atoms=4" in r.error
+    with pytest.raises(ConfigError, match="similarity"): RandomPredictor(rank="similarity")
