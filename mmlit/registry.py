@@ -213,3 +213,4 @@ register_saver("ImKTModel", "mmlit.comp.saving:save_imkt", "mmlit.comp.saving:lo
 register_saver("GraphModel", "mmlit.struct.models:GraphModel.save", "mmlit.struct.models:GraphModel.load")
 register_saver("TextModel", "mmlit.text.encoders:TextModel.save", "mmlit.text.encoders:TextModel.load")
 register_saver("FusionModel", "mmlit.fusion.models:FusionModel.save", "mmlit.fusion.models:FusionModel.load")
+register_saver("ExKTModel", "mmlit.exkt.pipeline:ExKTModel.save", "mmlit.exkt.pipeline:ExKTModel.load")
