@@ -141,6 +141,11 @@ register_model("text-minilm", "mmlit.text.encoders:TextModel",
 register_model("text-fallback-minilm", "mmlit.text.encoders:TextModel",
                "pymatgen-only description (formula, space group, lattice) -> frozen MiniLM -> MLP head",
                needs_structures=True, encoder="minilm", describer="fallback")
+register_model("image-cnn", "mmlit.image.encoders:ImageModel",
+               "3 rendered views (atoms coloured by element) -> small multi-view CNN (plain torch) -> MLP head",
+               needs_structures=True)
+register_model("tabular-mlp", "mmlit.struct.tabular:TabularModel",
+               "Magpie + density, packing fraction, symmetry and lattice descriptors -> MLP", needs_structures=True)
 for _s in ("cgcnn", "alignn-small"):   # exKT: formula -> template-predicted structure -> this crystal-graph model
     register_model(f"exkt-{_s}", "mmlit.exkt.pipeline:ExKTModel",
                    f"explicit transfer: template crystal-structure prediction, then {_s} (trained on true structures)",
@@ -212,5 +217,7 @@ for _cls in ("Ensemble", "WeightedEnsemble"):
 register_saver("ImKTModel", "mmlit.comp.saving:save_imkt", "mmlit.comp.saving:load_imkt")
 register_saver("GraphModel", "mmlit.struct.models:GraphModel.save", "mmlit.struct.models:GraphModel.load")
 register_saver("TextModel", "mmlit.text.encoders:TextModel.save", "mmlit.text.encoders:TextModel.load")
+register_saver("ImageModel", "mmlit.image.encoders:ImageModel.save", "mmlit.image.encoders:ImageModel.load")
+register_saver("TabularModel", "mmlit.struct.tabular:TabularModel.save", "mmlit.struct.tabular:TabularModel.load")
 register_saver("FusionModel", "mmlit.fusion.models:FusionModel.save", "mmlit.fusion.models:FusionModel.load")
 register_saver("ExKTModel", "mmlit.exkt.pipeline:ExKTModel.save", "mmlit.exkt.pipeline:ExKTModel.load")
