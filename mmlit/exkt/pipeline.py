@@ -4,11 +4,15 @@
 
 # %% ../../nbs/46_exkt.pipeline.ipynb #8fb0ef45
 from __future__ import annotations
+import gzip, json
+from pathlib import Path
+
 import numpy as np
+from pymatgen.core import Structure
 
 from ..core import ConfigError, DataError
 from ..data.core import Dataset
-from .csp import TemplatePredictor, load_templates
+from .csp import ChainPredictor, RandomPredictor, TemplatePredictor, load_templates
 
 # %% auto #0
 __all__ = ['ExKTModel']
@@ -21,17 +25,20 @@ def _make(model, **kw):
 
 class ExKTModel:
     "Explicit transfer: composition -> predicted structure (top-1) -> structure model; composition model as fallback."
+    predicts_from_formulas = True   # trained on structures, it predicts from formulas alone (the Predictor relies on this)
     def __init__(self, structure_model="cgcnn", # registry name of a structure model, or a model object (fit/predict)
                  fallback="baseline-magpie-rf", # registry name of a composition model, or a model object
                  templates:str|None=None, # extra template pool (a `load_templates` spec) next to the training structures
                  rank:str="similarity", # ranking of the predictor: similarity, energy or relax (CHGNet)
                  time_budget:float|None=60, # seconds per composition of the structure prediction
                  cache=False, # structure-prediction cache (see `StructurePredictor.predict`)
+                 random_fallback:bool=False, # random symmetric structures (pyxtal) where no template fits, before the composition model
                  progress:bool=True,
                  **model_kw, # settings of the structure model (epochs, batch_size, ...)
                 ):
         self.structure_model, self.fallback, self.templates, self.rank = structure_model, fallback, templates, rank
         self.time_budget, self.cache, self.progress, self.model_kw = time_budget, cache, progress, model_kw
+        self.random_fallback = random_fallback
         self.fallback_share_, self.structures_ = None, None
 
     @property
@@ -49,8 +56,14 @@ class ExKTModel:
         if self.templates:
             more, mids = load_templates(self.templates, exclude_ids=None)
             pool, ids = pool + more, ids + mids
-        self.predictor_ = TemplatePredictor(pool, ids, rank=self.rank)
+        self._make_predictor(pool, ids)
         return self
+
+    def _make_predictor(self, pool, ids):
+        self.pool_ = (pool, ids)
+        tp = TemplatePredictor(pool, ids, rank=self.rank)
+        self.predictor_ = (ChainPredictor(tp, RandomPredictor(rank="none" if self.rank == "similarity" else self.rank))
+                           if self.random_fallback else tp)
 
     def predict(self, data) -> np.ndarray:
         "Predictions for a Dataset or list of formulas, from predicted structures where there is one."
@@ -65,4 +78,32 @@ class ExKTModel:
 
     def get_params(self) -> dict:
         return dict(structure_model=str(self.structure_model), fallback=str(self.fallback), templates=self.templates,
-                    rank=self.rank, time_budget=self.time_budget, **self.model_kw)
+                    rank=self.rank, time_budget=self.time_budget, random_fallback=self.random_fallback, **self.model_kw)
+
+# %% ../../nbs/46_exkt.pipeline.ipynb #876dc8db
+def _save_exkt(self:ExKTModel, path) -> Path:
+    "Structure model, fallback model and template pool into the folder `path`."
+    from mmlit.registry import save_model
+    if not hasattr(self, "predictor_"): raise ConfigError("nothing to save: call fit() first")
+    path = Path(path); path.mkdir(parents=True, exist_ok=True)
+    save_model(self.model_, path/"structure_model"); save_model(self.fallback_, path/"fallback")
+    pool, ids = self.pool_
+    with gzip.open(path/"templates.json.gz", "wt") as f: json.dump(dict(ids=ids, structures=[s.as_dict() for s in pool]), f)
+    params = {k: v for k, v in self.get_params().items() if k not in ("structure_model", "fallback")}
+    (path/"exkt.json").write_text(json.dumps(dict(params=params, structure_model=self.get_params()["structure_model"],
+                                                  fallback=self.get_params()["fallback"]), indent=1, default=str))
+    return path
+
+def _load_exkt(cls, path) -> ExKTModel:
+    "An `ExKTModel` saved with `save`."
+    from mmlit.registry import load_model
+    path = Path(path)
+    if not (path/"exkt.json").exists(): raise ConfigError(f"{str(path)!r} is not a saved ExKTModel (no exkt.json)")
+    meta = json.loads((path/"exkt.json").read_text())
+    self = cls(meta["structure_model"], meta["fallback"], progress=False, **meta["params"])
+    self.model_, self.fallback_ = load_model(path/"structure_model"), load_model(path/"fallback")
+    with gzip.open(path/"templates.json.gz", "rt") as f: d = json.load(f)
+    self._make_predictor([Structure.from_dict(s) for s in d["structures"]], d["ids"])
+    return self
+
+ExKTModel.save, ExKTModel.load = _save_exkt, classmethod(_load_exkt)
