@@ -181,8 +181,8 @@ class ImKTConfig:
     backbone_overrides: dict|None = None  # e.g. {"hidden_size": 256, "num_hidden_layers": 3} (width over depth)
     # --- stage 1: MLM
     mlm_sources: tuple|None = None    # corpus sources (default: `default_corpus_sources()`)
-    mlm_max_size: int|None = 20_000   # random subset of the corpus (None: all of it); the cap keeps a first run lean
-    mlm_epochs: int = 5
+    mlm_max_size: int|None = 10_000   # random subset of the corpus (None: all of it); the cap keeps a first run lean
+    mlm_epochs: int = 3
     mlm_lr: float = 1e-3
     mask_prob: float = 0.15
     weighting: str|None = "stability" # stability-aware MLM loss weights (where E_hull is known)
@@ -190,7 +190,7 @@ class ImKTConfig:
     teachers: tuple = ("chgnet", "alignn")  # names or Teacher objects
     align_sources: tuple|None = tuple(SHIPPED_CORPUS_SETS)  # structure sets; the default (1,569 structures shipped
                                       # in the dependencies) loads in seconds; None: every set `structure_corpus` knows
-    n_structures: int|None = 1_000    # random subset of the structure corpus (None: all); teachers embed each once
+    n_structures: int|None = 500      # random subset of the structure corpus (None: all); teachers embed each once
     align_epochs: int = 10
     align_lr: float = 1e-3
     cosine_weight: float = 0.0

@@ -83,6 +83,7 @@ class Teacher:
     version:str = "0"
     dim:int = 0
     batch_size:int = 16
+    max_atoms:int|None = None   # atoms per batch: memory follows the largest batch, so big cells go alone
     cacheable:bool = True   # False for lookups (nothing to save) and for callables without a version
 
     def _embed_batch(self, structures:list, ids:list|None) -> np.ndarray:
@@ -93,6 +94,21 @@ class Teacher:
     def cache(self) -> EmbeddingCache: return EmbeddingCache(f"{self.name}-{self.version}", self.dim)
 
     def __repr__(self): return f"{type(self).__name__}(name={self.name!r}, version={self.version!r}, dim={self.dim})"
+
+# %% ../../nbs/14_comp.teachers.ipynb #46046fc8
+def _batches(idx:np.ndarray, # positions to embed
+             sizes:list, # atoms per structure, aligned with `idx`
+             batch_size:int, # structures per batch
+             max_atoms:int|None=None, # atoms per batch (None: no cap); a larger structure forms a batch of its own
+            ) -> list:
+    "Consecutive groups of `idx` of at most `batch_size` structures and `max_atoms` atoms."
+    out, cur, atoms, bs = [], [], 0, max(1, int(batch_size))
+    for i, n in zip(idx, sizes):
+        if cur and (len(cur) == bs or (max_atoms is not None and atoms + n > max_atoms)):
+            out.append(np.array(cur)); cur, atoms = [], 0
+        cur.append(i); atoms += n
+    if cur: out.append(np.array(cur))
+    return out
 
 # %% ../../nbs/14_comp.teachers.ipynb #24361af8
 @patch
@@ -112,8 +128,7 @@ def embed_masked(self:Teacher, structures, # Structures, one Structure, or a Dat
         for i, k in enumerate(keys):
             if k in hit: out[i], done[i] = hit[k], True
     todo = np.flatnonzero(~done); mask = done.copy(); new = {}
-    bs = max(1, int(self.batch_size))
-    batches = [todo[i:i+bs] for i in range(0, len(todo), bs)]
+    batches = _batches(todo, [len(structures[i]) for i in todo], self.batch_size, self.max_atoms)
     for b in tqdm(batches, desc=f"{self.name} embeddings", disable=not progress or not batches, leave=False):
         e = np.asarray(self._embed_batch([structures[i] for i in b], None if ids is None else [ids[i] for i in b]),
                        dtype=np.float32)
@@ -207,10 +222,11 @@ class CHGNetTeacher(Teacher):
     name, dim = "chgnet", 64
     def __init__(self, model_name:str="0.3.0", # pretrained CHGNet version in the wheel
                  batch_size:int=16, # structures per forward pass
+                 max_atoms:int|None=256, # atoms per forward pass (bounds memory; a larger cell goes alone)
                  device:str|None="cpu", # "cpu", "cuda" or None for the best available
                  model=None, # an already loaded CHGNet (else loaded lazily)
                 ):
-        self.model_name, self.batch_size, self._model = model_name, batch_size, model
+        self.model_name, self.batch_size, self.max_atoms, self._model = model_name, batch_size, max_atoms, model
         self.device = default_device(device)
         self.version = f"{model_name}-crystal_fea"
 
