@@ -131,3 +131,21 @@ def test_fit_beats_mean_and_save_load(protos, tmp_path):
     back = load_model(save_model(fm, tmp_path/"m"))
     assert np.allclose(back.predict(te), p, atol=1e-5)
     assert back.embed(te).shape == (len(te), 64)
+
+def test_image_and_tabular_modalities(protos):
+    "The image and tabular wings plug in as modalities: shapes, training statistics, gradients to both encoders."
+    from mmlit.fusion.core import ImageModality, TabularModality
+    structs = [s for s in protos.structures if len(s) <= 6][:6]
+    mods = {"image": ImageModality(size=32, widths=(8, 16), cache=False), "tabular": TabularModality(cache=False)}
+    items = {k: m.featurize(structs) for k, m in mods.items()}
+    items["image"][2] = None
+    ds = MultiModalDataset(items, np.arange(6.0))
+    b = MultiModalCollator(mods)([ds[i] for i in range(6)])
+    torch.manual_seed(0)
+    net = FusionNet({k: m.build_encoder() for k, m in mods.items()}, fusion="mean")
+    mods["tabular"].adapt(net.encoders["tabular"], items["tabular"])
+    assert net.encoders["tabular"].x_std.ne(1).any()   # standardised with the training rows' statistics
+    out = net(b["inputs"], b["mask"], b["labels"])
+    assert out["logits"].shape == (6, 1) and torch.isfinite(out["loss"])
+    out["loss"].backward()
+    for k in mods: assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.encoders[k].parameters()), k

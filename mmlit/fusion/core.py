@@ -20,8 +20,8 @@ from ..struct.data import GraphCollator
 
 # %% auto #0
 __all__ = ['MODALITIES', 'rows_of', 'Modality', 'node_states', 'GraphEncoder', 'GraphModality', 'TextEncoder', 'TextModality',
-           'CompositionEncoder', 'CompositionModality', 'make_modality', 'MultiModalDataset', 'MultiModalCollator',
-           'encode_batch']
+           'CompositionEncoder', 'CompositionModality', 'ImageModality', 'TabularModality', 'make_modality',
+           'MultiModalDataset', 'MultiModalCollator', 'encode_batch']
 
 # %% ../../nbs/40_fusion.core.ipynb #b951067e
 def rows_of(data) -> tuple[list, list, list]:
@@ -40,6 +40,7 @@ class Modality:
     def featurize(self, data, progress:bool=False) -> list: raise NotImplementedError
     def collate(self, items:list): raise NotImplementedError
     def build_encoder(self) -> nn.Module: raise NotImplementedError   # `.dim`; forward(batch) -> (n, dim); `sequence(batch)`
+    def adapt(self, encoder:nn.Module, items:list): pass   # fit encoder statistics to the training items (tabular)
     def config(self) -> dict: return {}   # keywords that rebuild this modality (saved with a fusion model)
     def __repr__(self): return f"{type(self).__name__}({self.config()})"
 
@@ -183,8 +184,61 @@ class CompositionModality(Modality):
     def build_encoder(self): return CompositionEncoder(self.arch, self.preset, **self.model_kw)
     def config(self): return dict(arch=self.arch, preset=self.preset, **self.model_kw)
 
+# %% ../../nbs/40_fusion.core.ipynb #63fb5338
+class ImageModality(Modality):
+    "Rendered structure views (image wing: cached renderer, multi-view CNN)."
+    name = "image"
+    def __init__(self, size:int=64, views=("a", "b", "c"), dim:int=128, widths=(16, 32, 64, 128), cache=True, n_jobs:int=1):
+        from mmlit.image.render import RenderConfig
+        self.size, self.views, self.dim, self.widths, self.cache, self.n_jobs = size, tuple(views), dim, tuple(widths), cache, n_jobs
+        self.render = RenderConfig(size=size, views=self.views)
+    def featurize(self, data, progress=False) -> list:
+        from mmlit.image.render import render_structures
+        structs, _, ids = rows_of(data)
+        have = [i for i, s in enumerate(structs) if s is not None]
+        img = render_structures([structs[i] for i in have], [ids[i] for i in have], self.render, self.cache, self.n_jobs,
+                                progress=progress, as_uint8=True)
+        out = [None] * len(structs)
+        for j, i in enumerate(have): out[i] = torch.from_numpy(img[j])
+        return out
+    def collate(self, items): return torch.stack(items).float() / 255
+    def build_encoder(self):
+        from mmlit.image.encoders import ImageEncoder
+        return ImageEncoder(n_views=len(self.views), dim=self.dim, widths=self.widths)
+    def config(self): return dict(size=self.size, views=list(self.views), dim=self.dim, widths=list(self.widths))
+
+class TabularModality(Modality):
+    "Magpie + structure descriptors (tabular wing: cached featurizer, standardising MLP encoder)."
+    name = "tabular"
+    def __init__(self, dim:int=128, hidden:int=256, cache=True, n_jobs:int=1):
+        self.dim, self.hidden, self.cache, self.n_jobs = dim, hidden, cache, n_jobs
+    def featurize(self, data, progress=False) -> list:
+        from mmlit.struct.tabular import TabularFeaturizer
+        structs, _, ids = rows_of(data)
+        have = [i for i, s in enumerate(structs) if s is not None]
+        X = TabularFeaturizer(self.cache, self.n_jobs, progress)([structs[i] for i in have], [ids[i] for i in have])
+        out = [None] * len(structs)
+        for j, i in enumerate(have): out[i] = torch.from_numpy(X[j])
+        return out
+    def collate(self, items): return torch.stack(items)
+    def build_encoder(self):
+        from mmlit.struct.tabular import TabularFeaturizer, TabularEncoder
+        return TabularEncoder(len(TabularFeaturizer(cache=False, progress=False).feature_labels()), self.dim, self.hidden)
+    def adapt(self, encoder, items:list):
+        "Standardise with the NaN-aware mean and std of the training rows that have features."
+        X = np.stack([x.numpy() for x in items if x is not None]).astype(float)
+        with np.errstate(all="ignore"):
+            import warnings
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                m, s = np.nan_to_num(np.nanmean(X, 0), nan=0.0), np.nan_to_num(np.nanstd(X, 0), nan=1.0)
+        encoder.x_mean.copy_(torch.as_tensor(m, dtype=torch.float32))
+        encoder.x_std.copy_(torch.as_tensor(np.where(s > 1e-8, s, 1.0), dtype=torch.float32))
+    def config(self): return dict(dim=self.dim, hidden=self.hidden)
+
 # %% ../../nbs/40_fusion.core.ipynb #c4326001
-MODALITIES = {"graph": GraphModality, "text": TextModality, "composition": CompositionModality}
+MODALITIES = {"graph": GraphModality, "text": TextModality, "composition": CompositionModality,
+              "image": ImageModality, "tabular": TabularModality}
 
 def make_modality(name:str, **kw) -> Modality:
     "A `Modality` by name, with its keywords."

@@ -116,6 +116,7 @@ class FusionModel:
         t1 = time.time()
         seed_everything(c.seed)
         self.model = FusionNet({k: m.build_encoder() for k, m in self.modalities.items()}, n_targets=len(self._names), **self.net_kw)
+        for k, m in self.modalities.items(): m.adapt(self.model.encoders[k], tr.items[k])   # training statistics (tabular)
         mae = lambda y, p: float(np.nanmean(np.abs(np.asarray(y) - np.asarray(p))))
         self.trainer = Trainer(self.model, tr, va, replace(c, scale_targets=True), collate_fn=MultiModalCollator(self.modalities),
                                metrics={"mae": mae})
