@@ -187,7 +187,9 @@ def fit(self:Predictor, train_data, # DataFrame or CSV path: a composition colum
         bag_folds:int|None=None, # folds of bagging (default: the preset's; 0: a hold-out split)
         holdout_frac:float=0.1, # the hold-out share when not bagging and there is no tuning_data
         on_bad:str="raise", # "raise" or "drop" unusable rows (named either way)
-        seed:int=0) -> Predictor:
+        seed:int=0,
+        exkt:bool|dict=False, # with a structure column, also train `exkt-cgcnn` (a dict: its settings); it predicts formulas through predicted structures
+       ) -> Predictor:
     "Train the preset's model families, validate them, blend them and keep the best."
     t_start = time.time()
     if presets not in PRESETS: raise ConfigError(f"unknown presets {presets!r}; choose from {sorted(PRESETS)}")
@@ -202,6 +204,8 @@ def fit(self:Predictor, train_data, # DataFrame or CSV path: a composition colum
     if self.uses_structures:
         self.structure = self.structure or find_structure_column(_frame(train_data))
         if not user_models: models.update({n: {} for n in STRUCTURE_MODELS[presets]})   # the columns decide the modalities
+        if exkt: models.setdefault("exkt-cgcnn", {} if exkt is True else dict(exkt))
+    elif exkt: raise ConfigError("exkt=True trains on crystal structures, and the table has no structure column")
     elif bad := [n for n in models if model_entry(n).needs_structures]:
         raise ConfigError(f"{bad} need crystal structures, and the table has no structure column (CIF, POSCAR or pymatgen dicts)")
     self.problem_type = self.problem_type or ("binary" if train.task_type == "classification" else "regression")
@@ -281,7 +285,10 @@ def _on_rows(p, rows, common):
 Predictor._blend = _blend
 
 # %% ../nbs/18_predictor.ipynb #68fa6837
-def _needs_structures(name:str) -> bool: return model_entry(name).needs_structures
+def _needs_structures(name:str) -> bool:
+    "Whether `name` needs structures to predict (exKT models train on structures but predict from formulas)."
+    e = model_entry(name)
+    return e.needs_structures and not getattr(e.resolve(), "predicts_from_formulas", False)
 
 def _model(self:Predictor, model:str|None=None, structures:bool=True):
     "The named fitted model, or the best (a `WeightedEnsemble` of the chosen families); without structures, composition models only."
