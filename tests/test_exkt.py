@@ -196,3 +196,23 @@ def test_random_predictor_is_deterministic_and_records_failure():
     r = ChainPredictor(TemplatePredictor(POOL, IDS), RandomPredictor(max_atoms=4)).predict_one("Fe2O3")
     assert not r.ok and "no template with anonymized formula A2B3" in r.error and "exceed max_atoms=4" in r.error
     with pytest.raises(ConfigError, match="similarity"): RandomPredictor(rank="similarity")
+
+
+def test_predictor_with_exkt_predicts_formulas_without_structures(tmp_path):
+    "Predictor(exkt=...) trains exkt-cgcnn on a structure column; formulas alone then go through predicted structures."
+    from mmlit.predictor import Predictor
+    pairs = [("Li", "F", 4.03), ("Na", "Cl", 5.64), ("K", "Cl", 6.29), ("Rb", "Cl", 6.59), ("Na", "F", 4.63),
+             ("K", "F", 5.35), ("Li", "Cl", 5.13), ("Na", "Br", 5.97), ("Mg", "O", 4.21), ("Ca", "O", 4.81),
+             ("Sr", "O", 5.16), ("Ba", "O", 5.52), ("Ca", "S", 5.69), ("Sr", "S", 6.02), ("Li", "Br", 5.50), ("Rb", "F", 5.65)]
+    ss = [rocksalt(a, b, x).get_primitive_structure() for a, b, x in pairs]
+    df = pd.DataFrame({"formula": [s.composition.reduced_formula for s in ss], "cif": [s.to(fmt="cif") for s in ss],
+                       "a": [x for *_, x in pairs]})
+    p = Predictor("a", path=tmp_path/"pred", verbosity=0).fit(
+        df, hyperparameters=["baseline-magpie-rf"], exkt=dict(epochs=2, batch_size=8), bag_folds=0)
+    assert set(p.models_) == {"baseline-magpie-rf", "exkt-cgcnn"}
+    ex = p.predict(["KBr", "MgS"], model="exkt-cgcnn")   # no structure column: allowed for exKT
+    assert np.isfinite(np.asarray(ex)).all() and p.models_["exkt-cgcnn"].fallback_share_ == 0
+    back = Predictor.load(tmp_path/"pred")
+    assert np.allclose(np.asarray(back.predict(["KBr", "MgS"], model="exkt-cgcnn")), np.asarray(ex), atol=1e-4)
+    with pytest.raises(ConfigError, match="exkt=True"):
+        Predictor("a", verbosity=0).fit(df[["formula", "a"]], hyperparameters=["baseline-magpie-rf"], exkt=True)
