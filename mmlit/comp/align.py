@@ -114,11 +114,14 @@ def alignment_corpus(sources:list|None=None, # structure sets / Datasets (defaul
                      exclude=None, # Dataset(s) / formulas whose reduced formulas are left out (clean protocol)
                      n_structures:int|None=None, # random subset of this many structures (seeded)
                      seed:int=0, max_rows:int|None=None, # per-source row cap (quick looks)
-                     progress:bool=True) -> Dataset:
+                     progress:bool=True,
+                     max_sites:int|None=None, # leave out cells with more sites (the teacher's memory and time grow with size)
+                    ) -> Dataset:
     "Structures whose teacher embeddings the composition model learns to predict."
     ex = exclusion_set(*(exclude if isinstance(exclude, (list, tuple)) and not all(isinstance(e, str) for e in exclude)
                          else [exclude]))
     ds = structure_corpus(sources, exclude_compositions=sorted(ex) or None, max_rows=max_rows, progress=progress)
+    if max_sites is not None: ds = ds.subset(np.flatnonzero([len(s) <= max_sites for s in ds.structures]))
     if n_structures is not None and n_structures < len(ds):
         ds = ds.subset(np.sort(np.random.default_rng(seed).choice(len(ds), n_structures, replace=False)))
     return ds

@@ -222,7 +222,7 @@ class CHGNetTeacher(Teacher):
     name, dim = "chgnet", 64
     def __init__(self, model_name:str="0.3.0", # pretrained CHGNet version in the wheel
                  batch_size:int=16, # structures per forward pass
-                 max_atoms:int|None=256, # atoms per forward pass (bounds memory; a larger cell goes alone)
+                 max_atoms:int|None=128, # atoms per forward pass (bounds memory; a larger cell goes alone)
                  device:str|None="cpu", # "cpu", "cuda" or None for the best available
                  model=None, # an already loaded CHGNet (else loaded lazily)
                 ):
