@@ -106,7 +106,10 @@ class StructurePreTrainedModel(PreTrainedModel):
         if self.config.needs_line_graph and getattr(batch, "lg_index", None) is None:
             raise MmlitInputError("ALIGNN-style models need the line graph: collate with GraphCollator(line_graph=True)")
 
-    def encode(self, batch) -> torch.Tensor: raise NotImplementedError
+    def node_states(self, batch) -> torch.Tensor: raise NotImplementedError   # (num_nodes, hidden), per atom
+    def encode(self, batch) -> torch.Tensor:
+        "The crystal embedding: the mean of the atoms' final states (fusion's cross-attention reads them unpooled)."
+        return global_mean_pool(self.node_states(batch), batch.batch, size=batch.num_graphs)
     def embed(self, batch) -> torch.Tensor:
         "Crystal embeddings (num_graphs, d) of a collated batch."
         self._check(batch); return self.encode(batch)
@@ -134,11 +137,11 @@ class CGCNN(StructurePreTrainedModel):
                                   nn.Linear(c.head_hidden_size, c.num_targets))
         self.post_init()
 
-    def encode(self, batch):
+    def node_states(self, batch):
         x = self.atoms(batch.z)
         e = self.rbf(batch.edge_vec.norm(dim=-1))
         for conv in self.convs: x = conv(x, batch.edge_index, e)
-        return global_mean_pool(x, batch.batch, size=batch.num_graphs)
+        return x
 
 # %% ../../nbs/23_struct.models.ipynb #3ba2f278
 def _mlp(i:int, o:int) -> nn.Sequential: return nn.Sequential(nn.Linear(i, o), nn.BatchNorm1d(o), nn.SiLU())
@@ -158,13 +161,13 @@ class ALIGNN(StructurePreTrainedModel):
         self.head = nn.Linear(h, c.num_targets)
         self.post_init()
 
-    def encode(self, batch):
+    def node_states(self, batch):
         x = self.atoms(batch.z)
         y = self.bonds(self.rbf(batch.edge_vec.norm(dim=-1)))
         z = self.angles(self.abf(bond_cosines(batch.edge_vec, batch.lg_index)))
         for layer in self.alignn: x, y, z = layer(x, y, z, batch.edge_index, batch.lg_index)
         for layer in self.gcn: x, y = layer(x, batch.edge_index, y)
-        return global_mean_pool(x, batch.batch, size=batch.num_graphs)
+        return x
 
 # %% ../../nbs/23_struct.models.ipynb #947226db
 ARCH_CLASSES = {"cgcnn": CGCNN, "alignn": ALIGNN}
