@@ -100,7 +100,8 @@ issue 12: every modality uses these rows, so the text modality never needs roboc
 - **How:** `mmlit.text.describe.describe_structures` with robocrys' defaults (canonical form), one worker process,
   one thread, timeout 120 s per structure; a failure is replaced by `fallback_description` and flagged.
 - **Cost:** the machine (2-core x86 CPU) was shared with several other jobs, so the wall seconds below are several times robocrys'
-  single-core cost (2.2-3.3 s per structure measured alone in issue 12): they are what it took here, not what robocrys needs.
+  single-core cost (2.2-3.3 s per structure measured alone in issue 12): they are what it took here, not what robocrys needs. A subset grown by a later run reuses the description
+  cache for the rows it already had, so "wall minutes" is that last run's time and the median is over the rows it described.
 
 | files | train / val / test | fallbacks | median s/structure | wall minutes | robocrys | date |
 |---|---|---|---|---|---|---|
