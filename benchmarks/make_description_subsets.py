@@ -12,7 +12,7 @@ the same rows (checked below), so one draw serves both and the two files hold th
 Ids are the ones `mmlit.data.structures.load_structure_set` gives ("perov_5:<material_id>", "aflow:<row>").
 
 Usage (one process, one thread, in the background):
-    OMP_NUM_THREADS=1 python benchmarks/make_description_subsets.py --sets perov_5 --sizes 80 20 20
+    OMP_NUM_THREADS=1 python benchmarks/make_description_subsets.py --sets perov_5 --sizes 160 40 40
     OMP_NUM_THREADS=1 python benchmarks/make_description_subsets.py --sets aflow --sizes 80 20 20
 """
 import argparse, json, platform, sys, time
