@@ -73,10 +73,19 @@ def sweep_sets():
     te = ds.subset(np.flatnonzero(split == "test")[:MP20["n_test"]].tolist())
     yield "mp_20_pilot", tr, te, "formation_energy_per_atom"
 
-def sweep(seeds=(0,), mods=("composition", "graph", "text")):
+def perov5_set():
+    "perov_5 heat_all on the committed robocrys subset (benchmarks/data/descriptions/perov_5.csv.gz): its train / test rows."
+    sub = pd.read_csv(Path(__file__).parent/"data"/"descriptions"/"perov_5.csv.gz")
+    ds = load_structure_task("perov_5", progress=False)
+    pos = {x: i for i, x in enumerate(ds.ids)}
+    seed_text_cache(ds.subset([pos[x] for x in sub.id]), sub[["id", "description"]])
+    rows = lambda split: [pos[x] for x in sub.id[sub.split == split]]
+    yield "perov_5", ds.subset(rows("train") + rows("val")), ds.subset(rows("test")), "heat_all"
+
+def sweep(seeds=(0,), mods=("composition", "graph", "text"), sets=sweep_sets):
     if bad := [m for m in mods if m not in MODALITIES]: raise SystemExit(f"unknown modalities {bad}")
     combos = [c for r in range(1, len(mods) + 1) for c in itertools.combinations(mods, r)]
-    for task, tr, te, target in sweep_sets():
+    for task, tr, te, target in sets():
         for seed in seeds:
             for c in combos:
                 run(f"{task}/seed{seed}/{'+'.join(c)}", task, f"seed{seed}", dict(modalities=c, fusion="concat", seed=seed,
@@ -95,4 +104,5 @@ if __name__ == "__main__":
         elif name == "mp20":   # mp20[:SEED,SEED,...[:modality,modality,...]]
             seeds, _, mods = arg.partition(":")
             sweep(tuple(int(s) for s in (seeds or "0").split(",")), tuple(mods.split(",")) if mods else ("composition", "graph", "text"))
+        elif name == "perov5": sweep(tuple(int(s) for s in (arg or "0").split(",")), sets=perov5_set)
         else: raise SystemExit(f"unknown job {job!r}")
