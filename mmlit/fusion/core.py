@@ -46,18 +46,9 @@ class Modality:
 
 # %% ../../nbs/40_fusion.core.ipynb #b277c136
 def node_states(model, batch) -> torch.Tensor:
-    "Per-atom states (num_nodes, hidden) of a structure-wing model: its `encode` without the final mean pool."
+    "Per-atom states (num_nodes, hidden) of a structure-wing model: what its `embed` mean-pools."
     model._check(batch)
-    if model.config.arch == "cgcnn":
-        x, e = model.atoms(batch.z), model.rbf(batch.edge_vec.norm(dim=-1))
-        for conv in model.convs: x = conv(x, batch.edge_index, e)
-        return x
-    from mmlit.struct.graph import bond_cosines
-    x, y = model.atoms(batch.z), model.bonds(model.rbf(batch.edge_vec.norm(dim=-1)))
-    z = model.angles(model.abf(bond_cosines(batch.edge_vec, batch.lg_index)))
-    for layer in model.alignn: x, y, z = layer(x, y, z, batch.edge_index, batch.lg_index)
-    for layer in model.gcn: x, y = layer(x, batch.edge_index, y)
-    return x
+    return model.node_states(batch)
 
 class GraphEncoder(nn.Module):
     "A structure-wing crystal-graph model as a modality encoder (its own head is unused)."
