@@ -5,6 +5,8 @@
 # %% ../../nbs/02b_data.structures.ipynb #56b7a1f9
 from __future__ import annotations
 import dataclasses, gzip, hashlib, inspect, json, os, pickle, warnings, zipfile
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -22,8 +24,8 @@ from .core import Dataset, BadRowsError, BadRowsWarning
 from .composition import reduced_formula
 
 # %% auto #0
-__all__ = ['SHIPPED_CORPUS_SETS', 'SHARED_CORPUS_SETS', 'parse_structures', 'structure_key', 'list_structure_sets',
-           'load_structure_set', 'load_structure_task', 'spacegroup_numbers', 'structure_corpus']
+__all__ = ['SHIPPED_CORPUS_SETS', 'SHARED_CORPUS_SETS', 'parse_structures', 'structure_key', 'map_structures',
+           'list_structure_sets', 'load_structure_set', 'load_structure_task', 'spacegroup_numbers', 'structure_corpus']
 
 # %% ../../nbs/02b_data.structures.ipynb #f1b37695
 def _parse_one(x, fmt:str) -> Structure:
@@ -79,6 +81,28 @@ def structure_key(s:Structure, # structure to hash
     h.update(np.ascontiguousarray(lat, dtype="<f8").tobytes()); h.update(sp.encode())
     h.update(np.ascontiguousarray(fc, dtype="<f8").tobytes())
     return h.hexdigest()
+
+# %% ../../nbs/02b_data.structures.ipynb #4f9c5537
+def map_structures(fn, # picklable: fn((structures, ids, config, cache_root)) -> one result per structure
+                   structures:list, ids:list, config, # `config` is handed to `fn` unchanged
+                   cache=None, # an object with `.get(key)` (None for a miss) and `.root`, or None
+                   n_jobs:int=1, chunk_size:int=64, desc:str="structures", progress:bool=True) -> list:
+    "Per structure: the cached result, or `fn`'s result computed in chunks (worker processes when n_jobs > 1)."
+    keys = [structure_key(s) if cache is not None and isinstance(s, Structure) and len(s) else None for s in structures]
+    out = [None if k is None else cache.get(k) for k in keys]
+    todo = [i for i, g in enumerate(out) if g is None]
+    chunks = [todo[i:i + chunk_size] for i in range(0, len(todo), chunk_size)]
+    jobs = [([structures[i] for i in c], [ids[i] for i in c], config, None if cache is None else cache.root) for c in chunks]
+    bar = tqdm(total=len(todo), desc=desc, disable=not progress or not todo, leave=False)
+    pool = ProcessPoolExecutor(n_jobs, mp_context=get_context("fork")) if n_jobs > 1 and len(chunks) > 1 else None
+    try:
+        for c, res in zip(chunks, pool.map(fn, jobs) if pool else map(fn, jobs)):
+            for i, g in zip(c, res): out[i] = g
+            bar.update(len(c))
+    finally:
+        bar.close()
+        if pool: pool.shutdown()
+    return out
 
 # %% ../../nbs/02b_data.structures.ipynb #97418602
 def _file_cache_path(path:Path, tag:str) -> Path:

@@ -5,18 +5,15 @@
 # %% ../../nbs/32_image.render.ipynb #5d00ecdf
 from __future__ import annotations
 import hashlib, io, json, os, time, warnings
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 from pymatgen.core import Element, Lattice, Structure
-from tqdm.auto import tqdm
 
 from ..core import ConfigError, DataError, cache_dir
 from ..data.core import Dataset
-from ..data.structures import structure_key
+from ..data.structures import structure_key, map_structures
 
 # %% auto #0
 __all__ = ['VIEWS', 'RenderConfig', 'RenderError', 'render_structure', 'ImageCache', 'render_structures', 'ImageFeaturizer',
@@ -184,20 +181,7 @@ def render_structures(structures:list, # pymatgen Structures (or a Dataset with 
     ids = list(range(len(structures))) if ids is None else list(ids)
     if len(ids) != len(structures): raise DataError(f"{len(ids)} ids for {len(structures)} structures")
     ic = None if cache is False else ImageCache(config, None if cache is True else cache)
-    keys = [structure_key(s) if ic is not None and isinstance(s, Structure) and len(s) else None for s in structures]
-    out = [None if k is None else ic.get(k) for k in keys]
-    todo = [i for i, g in enumerate(out) if g is None]
-    chunks = [todo[i:i + chunk_size] for i in range(0, len(todo), chunk_size)]
-    jobs = [([structures[i] for i in c], [ids[i] for i in c], config, None if ic is None else ic.root) for c in chunks]
-    bar = tqdm(total=len(todo), desc="rendering", disable=not progress or not todo, leave=False)
-    pool = ProcessPoolExecutor(n_jobs, mp_context=get_context("fork")) if n_jobs > 1 and len(chunks) > 1 else None
-    try:
-        for c, res in zip(chunks, pool.map(_render_chunk, jobs) if pool else map(_render_chunk, jobs)):
-            for i, g in zip(c, res): out[i] = g
-            bar.update(len(c))
-    finally:
-        bar.close()
-        if pool: pool.shutdown()
+    out = map_structures(_render_chunk, structures, ids, config, ic, n_jobs, chunk_size, "rendering", progress)
     bad = [g for g in out if isinstance(g, RenderError)]
     if bad:
         msg = f"{len(bad)} structure(s) cannot be rendered: " + "; ".join(str(e) for e in bad[:10]) + (" ..." if len(bad) > 10 else "")

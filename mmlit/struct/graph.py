@@ -5,19 +5,16 @@
 # %% ../../nbs/20_struct.graph.ipynb #7e353d5b
 from __future__ import annotations
 import hashlib, io, json, os, warnings
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, asdict
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch_geometric.data import Data
-from tqdm.auto import tqdm
 from pymatgen.core import Lattice, Structure
 
 from ..core import ConfigError, DataError, cache_dir
-from ..data.structures import structure_key
+from ..data.structures import structure_key, map_structures
 
 # %% auto #0
 __all__ = ['MIN_DISTANCE', 'StructureError', 'check_structure', 'GraphConfig', 'neighbor_edges', 'graph_arrays', 'to_data',
@@ -263,20 +260,7 @@ def build_graphs(structures:list, # pymatgen Structures
     if len(ids) != len(structures): raise DataError(f"{len(ids)} ids for {len(structures)} structures")
     root = None if cache is False else (None if cache is True else Path(cache))
     gc = None if cache is False else GraphCache(config, root)
-    keys = [None] * len(structures) if gc is None else [structure_key(s) if isinstance(s, Structure) else None for s in structures]
-    out = [None if k is None else gc.get(k) for k in keys]
-    todo = [i for i, g in enumerate(out) if g is None]
-    chunks = [todo[i:i + chunk_size] for i in range(0, len(todo), chunk_size)]
-    jobs = [([structures[i] for i in c], [ids[i] for i in c], config, None if gc is None else gc.root) for c in chunks]
-    bar = tqdm(total=len(todo), desc="crystal graphs", disable=not progress or not todo, leave=False)
-    pool = ProcessPoolExecutor(n_jobs, mp_context=get_context("fork")) if n_jobs > 1 and len(chunks) > 1 else None
-    try:
-        for c, res in zip(chunks, pool.map(_build_chunk, jobs) if pool else map(_build_chunk, jobs)):
-            for i, g in zip(c, res): out[i] = g
-            bar.update(len(c))
-    finally:
-        bar.close()
-        if pool: pool.shutdown()
+    out = map_structures(_build_chunk, structures, ids, config, gc, n_jobs, chunk_size, "crystal graphs", progress)
     bad = [(i, g) for i, g in enumerate(out) if isinstance(g, StructureError)]
     if bad:
         msg = f"{len(bad)} structure(s) cannot become graphs: " + "; ".join(str(e) for _, e in bad[:10]) + \
