@@ -12,10 +12,33 @@ from pymatgen.core import Structure
 
 from ..core import ConfigError, DataError
 from ..data.core import Dataset
+from ..data.composition import reduced_formula
 from .csp import ChainPredictor, RandomPredictor, TemplatePredictor, load_templates
 
 # %% auto #0
-__all__ = ['ExKTModel']
+__all__ = ['predicted_training_structures', 'ExKTModel']
+
+# %% ../../nbs/46_exkt.pipeline.ipynb #4f498e1f
+def predicted_training_structures(train:Dataset, # rows with their true structures
+                                  n_groups:int=5, rank:str="similarity", time_budget:float|None=60, seed:int=0,
+                                 ) -> Dataset:
+    "The rows of `train` that got a predicted structure, each predicted from templates of other formulas (grouped folds)."
+    formulas = [reduced_formula(c) for c in train.compositions]
+    uniq = sorted(set(formulas))
+    group = dict(zip(uniq, np.random.default_rng(seed).permutation(len(uniq)) % n_groups))
+    structs = [None] * len(train)
+    for g in range(n_groups):
+        inside = [i for i, f in enumerate(formulas) if group[f] == g]
+        others = [i for i, f in enumerate(formulas) if group[f] != g]
+        if not inside or not others: continue
+        tp = TemplatePredictor([train.structures[i] for i in others], [str(train.ids[i]) for i in others], rank=rank)
+        res = tp.predict([train.compositions[i] for i in inside], top_k=1, time_budget=time_budget, progress=False)
+        for i, r in zip(inside, res):
+            if r.ok: structs[i] = r.candidates[0].structure
+    keep = [i for i, s in enumerate(structs) if s is not None]
+    out = train.subset(keep)
+    out.structures, out.name = [structs[i] for i in keep], f"{train.name}-predicted"
+    return out
 
 # %% ../../nbs/46_exkt.pipeline.ipynb #4804e5c1
 def _make(model, **kw):
@@ -33,12 +56,13 @@ class ExKTModel:
                  time_budget:float|None=60, # seconds per composition of the structure prediction
                  cache=False, # structure-prediction cache (see `StructurePredictor.predict`)
                  random_fallback:bool=False, # random symmetric structures (pyxtal) where no template fits, before the composition model
+                 finetune_epochs:int=0, # > 0: then train the structure model on structures predicted for the training rows
                  progress:bool=True,
                  **model_kw, # settings of the structure model (epochs, batch_size, ...)
                 ):
         self.structure_model, self.fallback, self.templates, self.rank = structure_model, fallback, templates, rank
         self.time_budget, self.cache, self.progress, self.model_kw = time_budget, cache, progress, model_kw
-        self.random_fallback = random_fallback
+        self.random_fallback, self.finetune_epochs = random_fallback, finetune_epochs
         self.fallback_share_, self.structures_ = None, None
 
     @property
@@ -51,6 +75,9 @@ class ExKTModel:
             raise DataError("ExKTModel.fit needs a Dataset whose every row has its crystal structure")
         self.model_ = _make(self.structure_model, progress=self.progress, **self.model_kw)
         self.model_.fit(train, valid) if valid is not None else self.model_.fit(train)
+        if self.finetune_epochs:   # let the model see the errors of predicted structures, not only true ones
+            self.finetuned_on_ = predicted_training_structures(train, rank=self.rank, time_budget=self.time_budget)
+            if len(self.finetuned_on_) >= 10: self.model_.finetune(self.finetuned_on_, epochs=self.finetune_epochs)
         self.fallback_ = _make(self.fallback, progress=False).fit(train)
         pool, ids = list(train.structures), [f"{train.name}:{i}" for i in train.ids]
         if self.templates:
@@ -78,7 +105,8 @@ class ExKTModel:
 
     def get_params(self) -> dict:
         return dict(structure_model=str(self.structure_model), fallback=str(self.fallback), templates=self.templates,
-                    rank=self.rank, time_budget=self.time_budget, random_fallback=self.random_fallback, **self.model_kw)
+                    rank=self.rank, time_budget=self.time_budget, random_fallback=self.random_fallback,
+                    finetune_epochs=self.finetune_epochs, **self.model_kw)
 
 # %% ../../nbs/46_exkt.pipeline.ipynb #876dc8db
 def _save_exkt(self:ExKTModel, path) -> Path:

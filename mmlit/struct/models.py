@@ -16,6 +16,7 @@ from torch_geometric.nn import global_mean_pool
 from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import ModelOutput
 from pymatgen.core import Structure
+from fastcore.basics import patch
 
 import mmlit
 from ..core import ConfigError, DataError, MmlitInputError, seed_everything, default_device
@@ -229,16 +230,7 @@ class GraphModel:
         seed_everything(c.seed)
         self.model = build_structure_model(self.arch, self.preset, task=train.task_type, num_targets=len(names),
                                            target_names=names, **self.model_kw)
-        gc = self.model.config.graph_config
-        t0 = time.time()
-        tr, va = self._graphs(train, True, gc), self._graphs(valid, True, gc)
-        t1 = time.time()
-        reg = train.task_type == "regression"
-        mae = lambda y, p: float(np.nanmean(np.abs(np.asarray(y) - np.asarray(p))))
-        self.trainer = Trainer(self.model, tr, va, replace(c, scale_targets=reg, monitor="valid_mae" if reg else "valid_loss"),
-                               collate_fn=self.model.config.collator(), metrics={"mae": mae} if reg else {})
-        self.history = self.trainer.fit()
-        self.model = self.trainer.unwrapped
+        t0, t1, tr, va = self._train(train, valid, c)
         self.info = dict(n_train=len(tr), n_valid=len(va), graph_seconds=t1 - t0, train_seconds=time.time() - t1,
                          epochs_run=len(self.history), best_epoch=getattr(self.trainer, "best_epoch", None),
                          seconds_per_epoch=float(self.history.time.mean()), n_parameters=sum(p.numel() for p in self.model.parameters()),
@@ -288,6 +280,36 @@ class GraphModel:
         # prepared like a trained model's (same mixed precision on a GPU), so a reloaded model predicts the same
         self.trainer.model = self.trainer.accelerator.prepare_model(model.to(self.trainer.accelerator.device), evaluation_mode=True)
         return self
+
+# %% ../../nbs/23_struct.models.ipynb #8129b57a
+@patch
+def _train(self:GraphModel, train:Dataset, valid:Dataset, c:TrainConfig):
+    "Train `self.model` (fresh or already fitted) with the one `Trainer`: (t0, t1, train graphs, valid graphs)."
+    gc = self.model.config.graph_config
+    t0 = time.time()
+    tr, va = self._graphs(train, True, gc), self._graphs(valid, True, gc)
+    t1 = time.time()
+    reg = train.task_type == "regression"
+    mae = lambda y, p: float(np.nanmean(np.abs(np.asarray(y) - np.asarray(p))))
+    self.trainer = Trainer(self.model, tr, va, replace(c, scale_targets=reg, monitor="valid_mae" if reg else "valid_loss"),
+                           collate_fn=self.model.config.collator(), metrics={"mae": mae} if reg else {})
+    self.history = self.trainer.fit()
+    self.model = self.trainer.unwrapped
+    return t0, t1, tr, va
+
+@patch
+def finetune(self:GraphModel, train:Dataset, # rows with (other) structures and the same targets, e.g. predicted structures
+             valid:Dataset|None=None, epochs:int=10,
+             lr:float|None=None, # default: a tenth of the fit's learning rate
+            ) -> GraphModel:
+    "Continue training the fitted model on `train`: its weights are the start, the best epoch on `valid` is kept."
+    if self.trainer is None: raise ConfigError("call fit() before finetune()")
+    if bad := [n for n in self._names if n not in train.target_names]: raise ConfigError(f"{train.name}: no target(s) {bad}")
+    c = replace(self.train_config, epochs=epochs, lr=lr or self.train_config.lr / 10)
+    if valid is None: train, valid = train.train_valid_split(c.valid_frac, c.seed)
+    self._train(train, valid, c)
+    self.info["finetuned"] = dict(n_train=len(train), epochs_run=len(self.history), lr=c.lr)
+    return self
 
 # %% ../../nbs/23_struct.models.ipynb #260a2362
 class CHGNetEncoder:
