@@ -104,5 +104,8 @@ if __name__ == "__main__":
         elif name == "mp20":   # mp20[:SEED,SEED,...[:modality,modality,...]]
             seeds, _, mods = arg.partition(":")
             sweep(tuple(int(s) for s in (seeds or "0").split(",")), tuple(mods.split(",")) if mods else ("composition", "graph", "text"))
-        elif name == "perov5": sweep(tuple(int(s) for s in (arg or "0").split(",")), sets=perov5_set)
+        elif name == "perov5":   # perov5[:SEED,SEED,...[:modality,modality,...]]
+            seeds, _, mods = arg.partition(":")
+            sweep(tuple(int(s) for s in (seeds or "0").split(",")), tuple(mods.split(",")) if mods else ("composition", "graph", "text"),
+                  sets=perov5_set)
         else: raise SystemExit(f"unknown job {job!r}")
