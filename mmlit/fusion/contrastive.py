@@ -20,7 +20,7 @@ from ..core import ConfigError, DataError, seed_everything
 from ..data.core import Dataset
 from ..data.composition import reduced_formula
 from ..train.core import Trainer, TrainConfig
-from .core import MultiModalCollator, MultiModalDataset, encode_batch, make_modality, rows_of
+from .core import MultiModalCollator, MultiModalDataset, encode_batch, make_modality, modality_settings, rows_of
 
 # %% auto #0
 __all__ = ['FORMAT', 'info_nce', 'contrastive_pairs', 'ContrastiveNet', 'retrieval_accuracy', 'ContrastiveModel']
@@ -110,7 +110,6 @@ def _excluded_rows(data:Dataset, exclude) -> np.ndarray:
     ex = exclusion_set(*(exclude if isinstance(exclude, (list, tuple)) and not all(isinstance(e, str) for e in exclude) else [exclude]))
     return np.array([i for i, c in enumerate(data.compositions) if reduced_formula(c) in ex], int)
 
-_DEFAULT_KW = {"graph": {"arch": "cgcnn"}, "text": {"encoder": "minilm"}, "composition": {"arch": "bert", "preset": "tiny"}}
 
 class ContrastiveModel:
     "Anchored (MultiMat) or all-pairs CLIP over modality encoders, trained on structures; its anchor is an imKT teacher."
@@ -122,7 +121,7 @@ class ContrastiveModel:
         if isinstance(modalities, str): modalities = modalities.split("+")
         self.modality_names = list(modalities)
         contrastive_pairs(self.modality_names, mode, anchor)   # validates names, mode and anchor now
-        self.modality_kw = {k: {**_DEFAULT_KW.get(k, {}), **(modality_kw or {}).get(k, {})} for k in self.modality_names}
+        self.modality_kw = modality_settings(self.modality_names, modality_kw)
         self.modalities = {k: make_modality(k, **self.modality_kw[k]) for k in self.modality_names}
         self.net_kw = dict(latent=latent, temperature=temperature, learn_temperature=learn_temperature, mode=mode, anchor=anchor)
         self.train_config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, patience=patience, valid_frac=valid_frac,

@@ -19,9 +19,10 @@ from ..struct.models import build_structure_model
 from ..struct.data import GraphCollator
 
 # %% auto #0
-__all__ = ['MODALITIES', 'rows_of', 'Modality', 'node_states', 'GraphEncoder', 'GraphModality', 'TextEncoder', 'TextModality',
-           'CompositionEncoder', 'CompositionModality', 'ImageModality', 'TabularModality', 'make_modality',
-           'MultiModalDataset', 'MultiModalCollator', 'encode_batch']
+__all__ = ['MODALITIES', 'DEFAULT_MODALITY_KW', 'rows_of', 'Modality', 'node_states', 'GraphEncoder', 'GraphModality',
+           'TextEncoder', 'TextModality', 'CompositionEncoder', 'CompositionModality', 'ImageModality',
+           'TabularModality', 'make_modality', 'modality_settings', 'MultiModalDataset', 'MultiModalCollator',
+           'encode_batch']
 
 # %% ../../nbs/40_fusion.core.ipynb #b951067e
 def rows_of(data) -> tuple[list, list, list]:
@@ -235,6 +236,13 @@ def make_modality(name:str, **kw) -> Modality:
     "A `Modality` by name, with its keywords."
     if name not in MODALITIES: raise ConfigError(f"unknown modality {name!r}; choose from {sorted(MODALITIES)}")
     return MODALITIES[name](**kw)
+
+# what a model over several modalities uses unless told otherwise (the published CGCNN, MiniLM, a tiny composition BERT)
+DEFAULT_MODALITY_KW = {"graph": {"arch": "cgcnn"}, "text": {"encoder": "minilm"}, "composition": {"arch": "bert", "preset": "tiny"}}
+
+def modality_settings(names:list, overrides:dict|None=None) -> dict:
+    "name -> keywords: the defaults above, updated by `overrides` (name -> keywords)."
+    return {k: {**DEFAULT_MODALITY_KW.get(k, {}), **(overrides or {}).get(k, {})} for k in names}
 
 # %% ../../nbs/40_fusion.core.ipynb #07b4234a
 class MultiModalDataset(torch.utils.data.Dataset):

@@ -17,7 +17,7 @@ import mmlit
 from ..core import ConfigError, DataError, seed_everything
 from ..data.core import Dataset
 from ..train.core import Trainer, TrainConfig
-from .core import MultiModalCollator, MultiModalDataset, encode_batch, make_modality, rows_of
+from .core import MultiModalCollator, MultiModalDataset, encode_batch, make_modality, modality_settings, rows_of
 from .modules import FUSIONS, make_fusion
 
 # %% auto #0
@@ -61,8 +61,6 @@ class FusionNet(nn.Module):
         return {"loss": loss, "logits": logits, "embeddings": z}
 
 # %% ../../nbs/41_fusion.models.ipynb #3836c9c0
-_DEFAULT_KW = {"graph": {"arch": "cgcnn"}, "text": {"encoder": "minilm"}, "composition": {"arch": "bert", "preset": "tiny"}}
-
 class FusionModel:
     "Multimodal regression: modality encoders + a fusion module + MLP head; bench-compatible (fit/predict/embed/save/load)."
     def __init__(self, modalities=("graph", "text"), # names from `mmlit.fusion.core.MODALITIES`
@@ -79,7 +77,7 @@ class FusionModel:
         if not modalities or len(set(modalities)) != len(modalities): raise ConfigError(f"modalities must be distinct names, got {modalities!r}")
         if fusion not in FUSIONS: raise ConfigError(f"unknown fusion {fusion!r}; choose from {sorted(FUSIONS)}")
         if fusion in ("xattn", "vxattn", "add") and len(modalities) != 2: raise ConfigError(f"fusion {fusion!r} takes two modalities, got {modalities}")
-        kw = {k: {**_DEFAULT_KW.get(k, {}), **(modality_kw or {}).get(k, {})} for k in modalities}
+        kw = modality_settings(modalities, modality_kw)
         if fusion == "xattn" and "text" in kw: kw["text"]["tokens"] = True
         self.modality_names, self.modality_kw, self.fusion = modalities, kw, fusion
         self.modalities = {k: make_modality(k, **kw[k]) for k in modalities}
