@@ -8,15 +8,16 @@ import gzip, json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from pymatgen.core import Structure
 
 from ..core import ConfigError, DataError
 from ..data.core import Dataset
-from ..data.composition import reduced_formula
+from ..data.composition import parse_composition, reduced_formula
 from .csp import ChainPredictor, RandomPredictor, TemplatePredictor, load_templates
 
 # %% auto #0
-__all__ = ['predicted_training_structures', 'ExKTModel']
+__all__ = ['CONFIDENCE_COLUMNS', 'predicted_training_structures', 'csp_confidence', 'ExKTModel']
 
 # %% ../../nbs/46_exkt.pipeline.ipynb #4f498e1f
 def predicted_training_structures(train:Dataset, # rows with their true structures
@@ -39,6 +40,35 @@ def predicted_training_structures(train:Dataset, # rows with their true structur
     out = train.subset(keep)
     out.structures, out.name = [structs[i] for i in keep], f"{train.name}-predicted"
     return out
+
+# %% ../../nbs/46_exkt.pipeline.ipynb #a6a88ac3
+CONFIDENCE_COLUMNS = ("structure_predicted", "similarity", "similarity_margin", "votes", "n_templates",
+                      "energy_per_atom", "energy_margin")
+
+def _template_predictor(p):
+    "The `TemplatePredictor` of `p` (itself, or the first inside a `ChainPredictor`), or None."
+    if isinstance(p, TemplatePredictor): return p
+    return next((q for q in getattr(p, "predictors", ()) if isinstance(q, TemplatePredictor)), None)
+
+def _n_templates(tp, formula) -> float:
+    try: return float(len(tp.index.get(parse_composition(formula).reduced_composition.anonymized_formula, [])))
+    except Exception: return 0.0   # an unparsable query has no template
+
+def csp_confidence(results:list, # `CSPResult`s, best candidate first (a second candidate gives the margins)
+                   predictor=None, # the predictor that made them (its template pool gives `n_templates`)
+                  ) -> pd.DataFrame:
+    "One row per result with the `CONFIDENCE_COLUMNS` (NaN where a quantity does not exist)."
+    tp, nan, rows = _template_predictor(predictor), float("nan"), []
+    for r in results:
+        c = r.candidates if r.ok else []
+        sim = [float(x.provenance.get("similarity", nan)) for x in c[:2]]
+        en = [nan if x.energy_per_atom is None else float(x.energy_per_atom) for x in c[:2]]
+        rows.append(dict(structure_predicted=bool(c), similarity=sim[0] if c else nan,
+                         similarity_margin=sim[0] - sim[1] if len(c) > 1 else nan,
+                         votes=float(c[0].provenance.get("votes", nan)) if c else nan,
+                         n_templates=_n_templates(tp, r.formula) if tp is not None else nan,
+                         energy_per_atom=en[0] if c else nan, energy_margin=en[1] - en[0] if len(c) > 1 else nan))
+    return pd.DataFrame(rows, columns=list(CONFIDENCE_COLUMNS))
 
 # %% ../../nbs/46_exkt.pipeline.ipynb #4804e5c1
 def _make(model, **kw):
@@ -63,7 +93,7 @@ class ExKTModel:
         self.structure_model, self.fallback, self.templates, self.rank = structure_model, fallback, templates, rank
         self.time_budget, self.cache, self.progress, self.model_kw = time_budget, cache, progress, model_kw
         self.random_fallback, self.finetune_epochs = random_fallback, finetune_epochs
-        self.fallback_share_, self.structures_ = None, None
+        self.fallback_share_, self.structures_, self.confidence_ = None, None, None
 
     @property
     def name(self) -> str:
@@ -79,6 +109,12 @@ class ExKTModel:
             self.finetuned_on_ = predicted_training_structures(train, rank=self.rank, time_budget=self.time_budget)
             if len(self.finetuned_on_) >= 10: self.model_.finetune(self.finetuned_on_, epochs=self.finetune_epochs)
         self.fallback_ = _make(self.fallback, progress=False).fit(train)
+        return self.fit_predictor(train)
+
+    def fit_predictor(self, train:Dataset) -> "ExKTModel":
+        "Only the structure predictor (templates: the training structures + `templates`), e.g. for `confidence` alone."
+        if not isinstance(train, Dataset) or train.structures is None or any(s is None for s in train.structures):
+            raise DataError("ExKTModel.fit_predictor needs a Dataset whose every row has its crystal structure")
         pool, ids = list(train.structures), [f"{train.name}:{i}" for i in train.ids]
         if self.templates:
             more, mids = load_templates(self.templates, exclude_ids=None)
@@ -92,16 +128,28 @@ class ExKTModel:
         self.predictor_ = (ChainPredictor(tp, RandomPredictor(rank="none" if self.rank == "similarity" else self.rank))
                            if self.random_fallback else tp)
 
-    def predict(self, data) -> np.ndarray:
-        "Predictions for a Dataset or list of formulas, from predicted structures where there is one."
+    def _structures(self, data, top_k:int) -> tuple:
         if not hasattr(self, "predictor_"): raise ConfigError("call fit() before predict()")
         comps = list(data.compositions) if isinstance(data, Dataset) else [data] if isinstance(data, str) else list(data)
-        res = self.predictor_.predict(comps, top_k=1, time_budget=self.time_budget, cache=self.cache, progress=self.progress)
+        res = self.predictor_.predict(comps, top_k=top_k, time_budget=self.time_budget, cache=self.cache, progress=self.progress)
+        self.structures_, self.confidence_ = res, csp_confidence(res, self.predictor_)
+        return comps, res
+
+    def predict(self, data, # a Dataset or formulas
+                return_confidence:bool=False, # also return `csp_confidence` (then two candidates are predicted: margins)
+               ) -> np.ndarray|tuple:
+        "Predictions for a Dataset or list of formulas, from predicted structures where there is one."
+        comps, res = self._structures(data, 2 if return_confidence else 1)
         y = np.asarray(self.fallback_.predict(comps), dtype=float).copy()
         ok = [i for i, r in enumerate(res) if r.ok]
         if ok: y[ok] = np.asarray(self.model_.predict([res[i].candidates[0].structure for i in ok]), dtype=float).reshape(len(ok), -1)[:, 0]
-        self.fallback_share_, self.structures_ = 1 - len(ok)/max(len(comps), 1), res
-        return y
+        self.fallback_share_ = 1 - len(ok)/max(len(comps), 1)
+        return (y, self.confidence_) if return_confidence else y
+
+    def confidence(self, data) -> pd.DataFrame:
+        "`csp_confidence` of the structures predicted for `data` (two candidates each), without the property models."
+        self._structures(data, 2)
+        return self.confidence_
 
     def get_params(self) -> dict:
         return dict(structure_model=str(self.structure_model), fallback=str(self.fallback), templates=self.templates,
