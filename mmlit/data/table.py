@@ -132,6 +132,7 @@ def load_table(data:str|Path|pd.DataFrame, # CSV path (or a DataFrame) with a co
                task_type:str="auto", # "regression", "classification" or "auto" (classification for a 0/1 label)
                on_bad:str="raise", # "raise" or "drop" unusable rows (see `validate_rows`)
                structure:str|None=None, # crystal-structure column (CIF/POSCAR text, pymatgen dicts or Structures); default: found
+               meta_cols:list|None=None, # more columns kept as they are in `Dataset.meta` (e.g. a text or image column)
               ) -> Dataset:
     "A user's table as a `Dataset` with folds (its own `fold` column, else a seeded random `n_folds`-fold)."
     if isinstance(data, pd.DataFrame): df, where, offset = data.reset_index(drop=True), "table", 0
@@ -148,15 +149,17 @@ def load_table(data:str|Path|pd.DataFrame, # CSV path (or a DataFrame) with a co
     if task_type not in ("auto", "regression", "classification"):
         raise ConfigError(f"task_type must be 'auto', 'regression' or 'classification', got {task_type!r}")
     if n_folds < 2: raise ConfigError(f"n_folds must be at least 2, got {n_folds}")
-    scol = find_structure_column(df, structure)
+    meta_cols = list(meta_cols or [])
+    if missing := [c for c in meta_cols if c not in df]: raise ConfigError(f"column(s) {missing} are not in the table; columns: {list(df.columns)}")
+    scol = find_structure_column(df.drop(columns=meta_cols), structure)
     if scol is not None: df = _with_structures(df, scol, name, offset, on_bad)
     if scol is not None and composition is None and "composition" not in df:   # the formula read off the structure
-        try: find_composition_column(df.drop(columns=[scol, "__structure"]))
+        try: find_composition_column(df.drop(columns=[scol, "__structure", *meta_cols]))
         except ConfigError: df = df.assign(composition=[s.composition.reduced_formula for s in df["__structure"]])
-    comp = find_composition_column(df.drop(columns=[c for c in (scol, "__structure") if c and c in df]), composition)
+    comp = find_composition_column(df.drop(columns=[c for c in (scol, "__structure", *meta_cols) if c and c in df]), composition)
     fold = fold_col if fold_col and fold_col in df and fold_col != comp else None
     id_col = next((c for c in df.columns if str(c).lower() in ID_NAMES and c not in (comp, fold, label)), None)
-    lab = find_label_column(df, label, exclude=tuple(c for c in (comp, fold, id_col, scol, "__structure") if c is not None))
+    lab = find_label_column(df, label, exclude=tuple(c for c in (comp, fold, id_col, scol, "__structure", *meta_cols) if c is not None))
     folds = _fold_column(df, fold, name, offset) if fold else None
     y = pd.to_numeric(df[lab], errors="coerce")
     text = np.flatnonzero((df[lab].notna() & y.isna()).to_numpy())   # words in a numeric column: name them, not "nan"
@@ -165,10 +168,10 @@ def load_table(data:str|Path|pd.DataFrame, # CSV path (or a DataFrame) with a co
         raise BadRowsError(f"{name}: label column {lab!r} must be numeric; {len(text)} value(s) are not: {show}"
                            + (" ..." if len(text) > 10 else "") + " (pass on_bad='drop' to drop them)")
     if task_type == "auto": task_type = "classification" if len(y.dropna()) and set(y.dropna().unique()) <= {0, 1} else "regression"
-    d = df[[c for c in (id_col, comp, lab, scol and "__structure") if c]].copy()
+    d = df[[c for c in (id_col, comp, lab, scol and "__structure", *meta_cols) if c]].copy()
     if folds is not None: d["__fold"] = folds
     ds = Dataset.from_frame(d, name, id_col=id_col, composition_col=comp, target_cols=lab, structure_col=scol and "__structure",
-                            fold_col="__fold" if folds is not None else None, task_type=task_type, on_bad=on_bad,
+                            fold_col="__fold" if folds is not None else None, meta_cols=meta_cols or None, task_type=task_type, on_bad=on_bad,
                             row_offset=offset, source=where)
     if folds is not None: scheme = f"folds from column {fold!r} ({len(np.unique(ds.folds))} folds)"
     else:

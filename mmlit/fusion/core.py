@@ -4,12 +4,15 @@
 
 # %% ../../nbs/40_fusion.core.ipynb #ead74335
 from __future__ import annotations
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 from torch_geometric.nn import global_mean_pool
 from torch_geometric.utils import to_dense_batch
+from tqdm.auto import tqdm
 from pymatgen.core import Structure
 
 from ..core import ConfigError, DataError
@@ -19,10 +22,10 @@ from ..struct.models import build_structure_model
 from ..struct.data import GraphCollator
 
 # %% auto #0
-__all__ = ['MODALITIES', 'DEFAULT_MODALITY_KW', 'rows_of', 'Modality', 'node_states', 'GraphEncoder', 'GraphModality',
-           'TextEncoder', 'TextModality', 'CompositionEncoder', 'CompositionModality', 'ImageModality',
-           'TabularModality', 'make_modality', 'modality_settings', 'MultiModalDataset', 'MultiModalCollator',
-           'encode_batch']
+__all__ = ['IMAGE_SUFFIXES', 'MODALITIES', 'DEFAULT_MODALITY_KW', 'rows_of', 'given_values', 'Modality', 'node_states',
+           'GraphEncoder', 'GraphModality', 'TextEncoder', 'TextModality', 'CompositionEncoder', 'CompositionModality',
+           'read_image', 'ImageModality', 'TabularModality', 'make_modality', 'modality_settings', 'MultiModalDataset',
+           'MultiModalCollator', 'encode_batch']
 
 # %% ../../nbs/40_fusion.core.ipynb #b951067e
 def rows_of(data) -> tuple[list, list, list]:
@@ -34,6 +37,16 @@ def rows_of(data) -> tuple[list, list, list]:
     if bad := [i for i, s in enumerate(items) if s is not None and not isinstance(s, Structure)]:
         raise DataError(f"expected pymatgen Structures (or None), got {type(items[bad[0]]).__name__} at rows {bad[:5]}")
     return items, [None if s is None else s.composition.reduced_formula for s in items], list(range(len(items)))
+
+def _empty(v) -> bool: return v is None or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and not v.strip())
+
+def given_values(data, column:str) -> list:
+    "The per-row values a user supplied in `Dataset.meta[column]` (None where the cell is empty: that row lacks the modality)."
+    meta = data.meta if isinstance(data, Dataset) else None
+    if meta is None or column not in meta:
+        raise DataError(f"this modality reads the column {column!r} of `Dataset.meta`; "
+                        f"{getattr(data, 'name', type(data).__name__)!r} has {'no meta' if meta is None else list(meta.columns)}")
+    return [None if _empty(v) else v for v in meta[column]]
 
 class Modality:
     "One input modality: featurize rows into items (None: missing), collate items, build the (trainable) encoder."
@@ -100,10 +113,12 @@ class TextModality(Modality):
                  dim:int=128, # width of the trained projection
                  tokens:bool=False, # keep per-token states (cross-attention)
                  max_tokens:int=128, # tokens kept per text for cross-attention
-                 max_length:int=512, cache=True, n_jobs:int=2, timeout:float|None=60):
+                 max_length:int=512, cache=True, n_jobs:int=2, timeout:float|None=60,
+                 column:str|None=None): # a `Dataset.meta` column of the user's own texts, used as given; None: describe the structures
         if describer not in ("robocrys", "fallback"): raise ConfigError(f"describer must be 'robocrys' or 'fallback', got {describer!r}")
         self.encoder, self.describer, self.dim, self.tokens, self.max_tokens = str(encoder), describer, dim, tokens, max_tokens
         self.max_length, self.cache, self.n_jobs, self.timeout, self._enc = max_length, cache, n_jobs, timeout, None
+        self.column = column
 
     @property
     def frozen(self):
@@ -117,11 +132,21 @@ class TextModality(Modality):
         if self.describer == "fallback": return [fallback_description(s) for s in structs]
         return describe_structures(structs, ids, n_jobs=self.n_jobs, timeout=self.timeout, cache=self.cache, progress=progress).description.tolist()
 
+    def _rows(self, data, progress) -> tuple[int, list, list]:
+        "(rows, the rows that have a text, their texts): the user's column as given, else descriptions of the structures."
+        if self.column is None:
+            structs, _, ids = rows_of(data)
+            have = [i for i, s in enumerate(structs) if s is not None]
+            return len(structs), have, self.texts([structs[i] for i in have], [ids[i] for i in have], progress)
+        vals = given_values(data, self.column)
+        if bad := [(i, v) for i, v in enumerate(vals) if v is not None and not isinstance(v, str)]:
+            raise DataError(f"column {self.column!r} holds texts; row {bad[0][0]} holds {type(bad[0][1]).__name__} {bad[0][1]!r}")
+        have = [i for i, v in enumerate(vals) if v is not None]
+        return len(vals), have, [vals[i] for i in have]
+
     def featurize(self, data, progress=False) -> list:
-        structs, _, ids = rows_of(data)
-        have = [i for i, s in enumerate(structs) if s is not None]
-        texts = self.texts([structs[i] for i in have], [ids[i] for i in have], progress)
-        out = [None] * len(structs)
+        n, have, texts = self._rows(data, progress)
+        out = [None] * n
         pooled = self.frozen.encode(texts, progress=progress) if texts else []
         for j, i in enumerate(have): out[i] = {"pooled": torch.from_numpy(pooled[j])}
         if self.tokens:
@@ -139,7 +164,7 @@ class TextModality(Modality):
         return b
     def build_encoder(self): return TextEncoder(self.frozen.hidden_size, self.dim)
     def config(self): return dict(encoder=self.encoder, describer=self.describer, dim=self.dim, tokens=self.tokens,
-                                  max_tokens=self.max_tokens, max_length=self.max_length)
+                                  max_tokens=self.max_tokens, max_length=self.max_length, column=self.column)
 
 # %% ../../nbs/40_fusion.core.ipynb #4150d2d9
 class CompositionEncoder(nn.Module):
@@ -176,16 +201,56 @@ class CompositionModality(Modality):
     def build_encoder(self): return CompositionEncoder(self.arch, self.preset, **self.model_kw)
     def config(self): return dict(arch=self.arch, preset=self.preset, **self.model_kw)
 
+# %% ../../nbs/40_fusion.core.ipynb #a075a0b8
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy")   # what `read_image` opens (PIL for the pictures, numpy for arrays)
+
+def _to_hwc(a:np.ndarray, what:str) -> np.ndarray:
+    "An (H, W, 3) uint8 array from a grey, RGB(A) or channels-first array; floats in [0, 1] scaled by 255, others min-max."
+    a = np.asarray(a)
+    if a.ndim == 2: a = a[..., None]
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4): a = a.transpose(1, 2, 0)
+    if a.ndim != 3 or a.shape[-1] not in (1, 3, 4) or min(a.shape[:2]) < 1:
+        raise DataError(f"{what}: expected an (H, W), (H, W, 1|3|4) or (1|3|4, H, W) image, got shape {a.shape}")
+    a = np.repeat(a, 3, -1) if a.shape[-1] == 1 else a[..., :3]
+    if a.dtype == np.uint8: return a
+    a = a.astype(np.float64)
+    if not np.isfinite(a).all(): raise DataError(f"{what}: the image holds NaN or infinite values")
+    lo, hi = a.min(), a.max()
+    a = a * 255 if lo >= 0 and hi <= 1 else (a - lo) / (hi - lo if hi > lo else 1) * 255
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+
+def read_image(image, # a PNG/JPG/NPY path, or an array
+               size:int=64, # output height and width
+              ) -> np.ndarray:
+    "A (3, size, size) uint8 RGB image: the user's picture resized (bilinear) to what `ImageModality` feeds its CNN."
+    from PIL import Image
+    what = f"image {str(image)[:80]!r}" if isinstance(image, (str, Path)) else "image array"
+    if isinstance(image, (str, Path)):
+        p = Path(image)
+        if p.suffix.lower() not in IMAGE_SUFFIXES: raise DataError(f"{what}: not an image file (reads {', '.join(IMAGE_SUFFIXES)})")
+        if not p.is_file(): raise DataError(f"{what}: no such file")
+        try:
+            if p.suffix.lower() == ".npy": image = np.load(p, allow_pickle=False)
+            else:
+                with Image.open(p) as im: image = np.asarray(im.convert("RGB"))
+        except (OSError, ValueError) as e: raise DataError(f"{what}: cannot be read ({type(e).__name__}: {e})"[:300]) from None
+    a = _to_hwc(image, what)
+    return np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR)).transpose(2, 0, 1).copy()
+
 # %% ../../nbs/40_fusion.core.ipynb #63fb5338
 class ImageModality(Modality):
-    "Rendered structure views (image wing: cached renderer, multi-view CNN)."
+    "Rendered structure views (image wing: cached renderer, multi-view CNN), or the user's own images (one view)."
     name = "image"
-    def __init__(self, size:int=64, views=("a", "b", "c"), dim:int=128, widths=(16, 32, 64, 128), cache=True, n_jobs:int=1):
+    def __init__(self, size:int=64, views=("a", "b", "c"), dim:int=128, widths=(16, 32, 64, 128), cache=True, n_jobs:int=1,
+                 column:str|None=None): # a `Dataset.meta` column of image files (PNG/JPG/NPY) or arrays; None: render the structures
         from mmlit.image.render import RenderConfig
         self.size, self.views, self.dim, self.widths, self.cache, self.n_jobs = size, tuple(views), dim, tuple(widths), cache, n_jobs
-        self.render = RenderConfig(size=size, views=self.views)
+        self.render, self.column = RenderConfig(size=size, views=self.views), column
     def featurize(self, data, progress=False) -> list:
         from mmlit.image.render import render_structures
+        if self.column is not None:   # one picture per row, resized to the rendered views' size
+            return [None if v is None else torch.from_numpy(read_image(v, self.size))
+                    for v in tqdm(given_values(data, self.column), desc="images", leave=False, disable=not progress)]
         structs, _, ids = rows_of(data)
         have = [i for i, s in enumerate(structs) if s is not None]
         img = render_structures([structs[i] for i in have], [ids[i] for i in have], self.render, self.cache, self.n_jobs,
@@ -196,8 +261,8 @@ class ImageModality(Modality):
     def collate(self, items): return torch.stack(items).float() / 255
     def build_encoder(self):
         from mmlit.image.encoders import ImageEncoder
-        return ImageEncoder(n_views=len(self.views), dim=self.dim, widths=self.widths)
-    def config(self): return dict(size=self.size, views=list(self.views), dim=self.dim, widths=list(self.widths))
+        return ImageEncoder(n_views=1 if self.column else len(self.views), dim=self.dim, widths=self.widths)
+    def config(self): return dict(size=self.size, views=list(self.views), dim=self.dim, widths=list(self.widths), column=self.column)
 
 class TabularModality(Modality):
     "Magpie + structure descriptors (tabular wing: cached featurizer, standardising MLP encoder)."
