@@ -21,7 +21,8 @@ from fastcore.basics import patch
 import mmlit
 from ..core import ConfigError, DataError, MmlitInputError, seed_everything, default_device
 from ..data.core import Dataset
-from ..train.core import Trainer, TrainConfig
+from ..train.core import Trainer, TrainConfig, fit_summary
+from ..train.data import nan_mae, resolve_targets
 from ..train.losses import REGRESSION_LOSSES, weighted_target_loss
 from .graph import GraphConfig, bond_cosines
 from .data import GraphDataset, GraphCollator
@@ -224,17 +225,15 @@ class GraphModel:
         return GraphDataset(structs, **kw)
 
     def fit(self, train:Dataset, valid:Dataset|None=None) -> "GraphModel":
-        names = train.target_names if self.target == "all" else [self.target] if isinstance(self.target, str) else list(self.target)
+        names = resolve_targets(train, self.target)
         self._names, c = names, self.train_config
         if valid is None: train, valid = train.train_valid_split(c.valid_frac, c.seed)
         seed_everything(c.seed)
         self.model = build_structure_model(self.arch, self.preset, task=train.task_type, num_targets=len(names),
                                            target_names=names, **self.model_kw)
         t0, t1, tr, va = self._train(train, valid, c)
-        self.info = dict(n_train=len(tr), n_valid=len(va), graph_seconds=t1 - t0, train_seconds=time.time() - t1,
-                         epochs_run=len(self.history), best_epoch=getattr(self.trainer, "best_epoch", None),
-                         seconds_per_epoch=float(self.history.time.mean()), n_parameters=sum(p.numel() for p in self.model.parameters()),
-                         history=self.history.drop(columns=["step", "lr"], errors="ignore").round(6).to_dict("list"))  # learning curves
+        self.info = fit_summary(self.trainer, self.history, len(tr), len(va), t1, extra=("seconds_per_epoch", "n_parameters"),
+                                graph_seconds=t1 - t0)
         return self
 
     def predict(self, data) -> np.ndarray:
@@ -290,9 +289,8 @@ def _train(self:GraphModel, train:Dataset, valid:Dataset, c:TrainConfig):
     tr, va = self._graphs(train, True, gc), self._graphs(valid, True, gc)
     t1 = time.time()
     reg = train.task_type == "regression"
-    mae = lambda y, p: float(np.nanmean(np.abs(np.asarray(y) - np.asarray(p))))
     self.trainer = Trainer(self.model, tr, va, replace(c, scale_targets=reg, monitor="valid_mae" if reg else "valid_loss"),
-                           collate_fn=self.model.config.collator(), metrics={"mae": mae} if reg else {})
+                           collate_fn=self.model.config.collator(), metrics={"mae": nan_mae} if reg else {})
     self.history = self.trainer.fit()
     self.model = self.trainer.unwrapped
     return t0, t1, tr, va
@@ -304,7 +302,7 @@ def finetune(self:GraphModel, train:Dataset, # rows with (other) structures and 
             ) -> GraphModel:
     "Continue training the fitted model on `train`: its weights are the start, the best epoch on `valid` is kept."
     if self.trainer is None: raise ConfigError("call fit() before finetune()")
-    if bad := [n for n in self._names if n not in train.target_names]: raise ConfigError(f"{train.name}: no target(s) {bad}")
+    resolve_targets(train, self._names)   # the fitted targets must all be there
     c = replace(self.train_config, epochs=epochs, lr=lr or self.train_config.lr / 10)
     if valid is None: train, valid = train.train_valid_split(c.valid_frac, c.seed)
     self._train(train, valid, c)

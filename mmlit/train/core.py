@@ -26,7 +26,7 @@ from .data import (EpochBatchSampler, TargetScaler, _labels, _set_labels, check_
 
 # %% auto #0
 __all__ = ['TrainConfig', 'make_optimizer', 'make_scheduler', 'atomic_save', 'get_rng_state', 'set_rng_state', 'torch_threads',
-           'TrainingDivergedError', 'Callback', 'Trainer', 'cat_ragged']
+           'TrainingDivergedError', 'Callback', 'Trainer', 'cat_ragged', 'fit_summary']
 
 # %% ../../nbs/05_train.core.ipynb #fc3f4a43
 _SCHEDULES = ("cosine", "linear", "constant", "onecycle")
@@ -443,3 +443,22 @@ def evaluate(self:Trainer, ds) -> dict:
     res = {"loss": loss}
     if y is not None: res.update({k: float(f(y, p)) for k, f in self.metrics.items()})
     return res
+
+# %% ../../nbs/05_train.core.ipynb #2607657d
+_SUMMARY_EXTRAS = ("seconds_per_epoch", "n_parameters", "n_trainable")
+
+def fit_summary(trainer:Trainer, history:pd.DataFrame, # what `trainer.fit()` returned
+                n_train:int, n_valid:int, # rows (or items) trained and validated on
+                train_start:float, # `time.time()` when training started (after featurizing)
+                extra:tuple=(), # any of "seconds_per_epoch", "n_parameters", "n_trainable"
+                **prep) -> dict: # entries placed before train_seconds: the featurizing time, feature counts, ...
+    "The `info` of a model wrapper after `fit`: sizes, `prep`, train_seconds, epochs_run, best_epoch, `extra`, history."
+    train_seconds = time.time() - train_start
+    if bad := [k for k in extra if k not in _SUMMARY_EXTRAS]:
+        raise ConfigError(f"unknown summary entries {bad}; choose from {_SUMMARY_EXTRAS}")
+    params = list(trainer.unwrapped.parameters())
+    more = dict(seconds_per_epoch=float(history.time.mean()), n_parameters=sum(p.numel() for p in params),
+                n_trainable=sum(p.numel() for p in params if p.requires_grad))
+    return dict(n_train=n_train, n_valid=n_valid, **prep, train_seconds=train_seconds, epochs_run=len(history),
+                best_epoch=getattr(trainer, "best_epoch", None), **{k: more[k] for k in extra},
+                history=history.drop(columns=["step", "lr"], errors="ignore").round(6).to_dict("list"))  # learning curves

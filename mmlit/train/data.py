@@ -11,10 +11,11 @@ import pandas as pd
 import torch
 from torch.utils.data import Subset
 
-from ..core import DataError
+from ..core import ConfigError, DataError
 
 # %% auto #0
-__all__ = ['dataset_targets', 'check_finite_targets', 'TargetScaler', 'EpochBatchSampler', 'pad_collate', 'dataset_lengths']
+__all__ = ['dataset_targets', 'check_finite_targets', 'resolve_targets', 'nan_mae', 'TargetScaler', 'EpochBatchSampler',
+           'pad_collate', 'dataset_lengths']
 
 # %% ../../nbs/05a_train.data.ipynb #c1589df1
 def _labels(b):
@@ -51,6 +52,21 @@ def check_finite_targets(ds, name:str="train") -> bool:
         rows = ", ".join(f"row {i} (id {ids[i]!r}): {y[i].tolist()}" for i in bad[:20])
         raise DataError(f"{len(bad)} non-finite target(s) in the {name} set: {rows}{' ...' if len(bad) > 20 else ''}")
     return True
+
+# %% ../../nbs/05a_train.data.ipynb #ceefb7cb
+def resolve_targets(ds, # a `mmlit.data.core.Dataset`
+                    target:str|list="all", # "all", one target name, or a list of names
+                   ) -> list[str]:
+    "The target columns of `ds` that `target` selects; a `ConfigError` names any that `ds` does not have."
+    names = ds.target_names if target == "all" else [target] if isinstance(target, str) else list(target)
+    if not names: raise ConfigError(f"{ds.name}: no target columns to train on")
+    if bad := [n for n in names if n not in ds.target_names]:
+        raise ConfigError(f"{ds.name}: no target(s) {bad}; targets are {ds.target_names}")
+    return names
+
+def nan_mae(y_true, y_pred) -> float:
+    "Mean absolute error over the observed entries (NaN targets skipped): the validation metric of the model wrappers."
+    return float(np.nanmean(np.abs(np.asarray(y_true) - np.asarray(y_pred))))
 
 # %% ../../nbs/05a_train.data.ipynb #3c75d8c3
 class TargetScaler:
