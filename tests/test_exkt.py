@@ -220,3 +220,55 @@ def test_predictor_with_exkt_predicts_formulas_without_structures(tmp_path):
     assert np.allclose(np.asarray(back.predict(["KBr", "MgS"], model="exkt-cgcnn")), np.asarray(ex), atol=1e-4)
     with pytest.raises(ConfigError, match="exkt=True"):
         Predictor("a", verbosity=0).fit(df[["formula", "a"]], hyperparameters=["baseline-magpie-rf"], exkt=True)
+
+
+# ---- the structure predictor's confidence and the mixture of experts over imKT / exKT ----
+from mmlit.exkt.moe import MixtureOfExperts, mae_by_bins, paired_bootstrap_mae
+from mmlit.exkt.pipeline import CONFIDENCE_COLUMNS, csp_confidence
+
+
+def test_csp_confidence_from_template_candidates(tp):
+    "Two candidates give a similarity margin; a composition without template is a row of NaNs with 0 templates."
+    res = tp.predict(["KCl", "Fe2O3"], top_k=2, progress=False)
+    conf = csp_confidence(res, tp)
+    assert list(conf.columns) == list(CONFIDENCE_COLUMNS) and len(conf) == 2
+    assert conf.structure_predicted.tolist() == [True, False]
+    assert conf.similarity[0] == res[0].candidates[0].provenance["similarity"]
+    if len(res[0].candidates) > 1: assert conf.similarity_margin[0] >= 0
+    assert conf.n_templates[0] > 0 and conf.n_templates[1] == 0
+    assert conf.iloc[1][["similarity", "votes", "energy_per_atom"]].isna().all()
+
+
+def _toy_experts(rng, n):
+    "Expert A is exact when the confidence c > 0 and off by 1 otherwise; expert B the reverse."
+    c, y = rng.normal(size=n), rng.normal(size=n)
+    off = rng.choice([-1.0, 1.0], n)
+    preds = np.stack([np.where(c > 0, y, y + off), np.where(c > 0, y + off, y)], 1)
+    return pd.DataFrame({"c": c, "noise": rng.normal(size=n)}), preds, y
+
+
+def test_moe_learns_to_pick_the_confident_expert():
+    rng = np.random.default_rng(1)
+    (cf, pf, yf), (ct, pt, yt) = _toy_experts(rng, 200), _toy_experts(rng, 200)
+    moe = MixtureOfExperts(epochs=30, lr=0.3, batch_size=80).fit(cf, pf, yf, ["A", "B"])
+    p, w = moe.predict(ct, pt), moe.weights(ct)
+    assert p.shape == (200,) and w.shape == (200, 2) and np.allclose(w.sum(1), 1)
+    mae = lambda q: float(np.abs(q - yt).mean())
+    assert mae(p) < 0.15 and min(mae(pt[:, 0]), mae(pt[:, 1])) > 0.4
+    assert w[ct.c > 0.5, 0].mean() > 0.9 and w[ct.c < -0.5, 1].mean() > 0.9
+    r = paired_bootstrap_mae(yt, p, pt[:, 0], n_boot=500)
+    assert r["lo"] <= r["diff"] <= r["hi"] < 0
+    t = mae_by_bins(yt, {"A": pt[:, 0], "moe": p}, ct.c, n_bins=2)
+    assert int(t.n.sum()) == 200 and t.A.iloc[1] < t.A.iloc[0]
+
+
+def test_moe_bad_inputs_name_the_value():
+    rng = np.random.default_rng(2)
+    cf, pf, yf = _toy_experts(rng, 40)
+    with pytest.raises(DataError, match=r"\(40, 1\)"): MixtureOfExperts().fit(cf, pf[:, :1], yf)
+    with pytest.raises(DataError, match="12 rows"): MixtureOfExperts().fit(cf, pf[:12], yf)
+    with pytest.raises(DataError, match="'missing'"): MixtureOfExperts(features=["c", "missing"]).fit(cf, pf, yf)
+    with pytest.raises(DataError, match=r"row\(s\) \[3\]"):
+        MixtureOfExperts().fit(cf, np.where(np.arange(40)[:, None] == 3, np.inf, pf), yf)
+    with pytest.raises(ConfigError, match="fit"): MixtureOfExperts().predict(cf, pf)
+    with pytest.raises(ConfigError, match="level"): paired_bootstrap_mae(yf, pf[:, 0], pf[:, 1], level=95)
