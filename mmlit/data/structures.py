@@ -24,8 +24,9 @@ from .core import Dataset, BadRowsError, BadRowsWarning
 from .composition import reduced_formula
 
 # %% auto #0
-__all__ = ['SHIPPED_CORPUS_SETS', 'SHARED_CORPUS_SETS', 'parse_structures', 'structure_key', 'map_structures',
-           'list_structure_sets', 'load_structure_set', 'load_structure_task', 'spacegroup_numbers', 'structure_corpus']
+__all__ = ['SHIPPED_CORPUS_SETS', 'SHARED_CORPUS_SETS', 'parse_structures', 'structure_key', 'BadStructureError',
+           'map_structures', 'list_structure_sets', 'load_structure_set', 'load_structure_task', 'spacegroup_numbers',
+           'structure_corpus']
 
 # %% ../../nbs/02b_data.structures.ipynb #f1b37695
 def _parse_one(x, fmt:str) -> Structure:
@@ -83,20 +84,40 @@ def structure_key(s:Structure, # structure to hash
     return h.hexdigest()
 
 # %% ../../nbs/02b_data.structures.ipynb #4f9c5537
-def map_structures(fn, # picklable: fn((structures, ids, config, cache_root)) -> one result per structure
+class BadStructureError(DataError):
+    "A structure a featurizer cannot use: `sid` names it, `reason` says why."
+    def __init__(self, sid, reason:str):
+        self.sid, self.reason = sid, reason
+        super().__init__(f"structure {sid!r}: {reason}")
+    def __reduce__(self): return type(self), (self.sid, self.reason)   # so a worker process can send it back
+
+def _map_chunk(job) -> list:
+    "`fn` on each structure of one chunk: its result (cached), or the kept error."
+    fn, errors, structures, ids, keys, config, cache = job
+    out = []
+    for s, sid, key in zip(structures, ids, keys):
+        try: r = fn(s, config, sid)
+        except errors as e: r = e
+        else:
+            if key is not None: cache.put(key, r)
+        out.append(r)
+    return out
+
+def map_structures(fn, # picklable: fn(structure, config, id) -> the result for one structure
                    structures:list, ids:list, config, # `config` is handed to `fn` unchanged
-                   cache=None, # an object with `.get(key)` (None for a miss) and `.root`, or None
+                   cache=None, # an object with `.get(key)` (None for a miss) and `.put(key, result)`, or None
+                   errors:type|tuple=(), # exception type(s) `fn` raises for a bad structure: kept as its result
                    n_jobs:int=1, chunk_size:int=64, desc:str="structures", progress:bool=True) -> list:
-    "Per structure: the cached result, or `fn`'s result computed in chunks (worker processes when n_jobs > 1)."
+    "Per structure: the cached result, or `fn`'s result (or kept error) computed in chunks (worker processes when n_jobs > 1)."
     keys = [structure_key(s) if cache is not None and isinstance(s, Structure) and len(s) else None for s in structures]
     out = [None if k is None else cache.get(k) for k in keys]
     todo = [i for i, g in enumerate(out) if g is None]
     chunks = [todo[i:i + chunk_size] for i in range(0, len(todo), chunk_size)]
-    jobs = [([structures[i] for i in c], [ids[i] for i in c], config, None if cache is None else cache.root) for c in chunks]
+    jobs = [(fn, errors, [structures[i] for i in c], [ids[i] for i in c], [keys[i] for i in c], config, cache) for c in chunks]
     bar = tqdm(total=len(todo), desc=desc, disable=not progress or not todo, leave=False)
     pool = ProcessPoolExecutor(n_jobs, mp_context=get_context("fork")) if n_jobs > 1 and len(chunks) > 1 else None
     try:
-        for c, res in zip(chunks, pool.map(fn, jobs) if pool else map(fn, jobs)):
+        for c, res in zip(chunks, pool.map(_map_chunk, jobs) if pool else map(_map_chunk, jobs)):
             for i, g in zip(c, res): out[i] = g
             bar.update(len(c))
     finally:

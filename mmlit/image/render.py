@@ -13,7 +13,7 @@ from pymatgen.core import Element, Lattice, Structure
 
 from ..core import ConfigError, DataError, cache_dir
 from ..data.core import Dataset
-from ..data.structures import structure_key, map_structures
+from ..data.structures import BadStructureError, map_structures
 
 # %% auto #0
 __all__ = ['VIEWS', 'RenderConfig', 'RenderError', 'render_structure', 'ImageCache', 'render_structures', 'ImageFeaturizer',
@@ -46,11 +46,8 @@ class RenderConfig:
         return hashlib.sha1(json.dumps({**asdict(self), "renderer": 1}, sort_keys=True).encode()).hexdigest()[:12]
 
 # %% ../../nbs/32_image.render.ipynb #2de28eb4
-class RenderError(DataError):
+class RenderError(BadStructureError):
     "A structure that cannot be rendered (empty, NaN coordinates, zero volume, not a Structure); names it."
-    def __init__(self, sid, reason:str):
-        self.sid, self.reason = sid, reason
-        super().__init__(f"structure {sid!r}: {reason}")
 
 def _element_tables():
     from ase.data.colors import jmol_colors
@@ -146,18 +143,11 @@ class ImageCache:
         buf = io.BytesIO(); np.savez_compressed(buf, image=img)
         tmp = p.with_name(f"{p.name}.{os.getpid()}.tmp"); tmp.write_bytes(buf.getvalue()); os.replace(tmp, p)
 
-def _render_chunk(args):
-    structs, sids, config, root = args
-    cache = None if root is None else ImageCache(config, root)
-    out = []
-    for s, sid in zip(structs, sids):
-        try:
-            img = render_structure(s, config, sid)
-            if cache is not None: cache.put(structure_key(s), img)
-            out.append(img)
-        except RenderError as e: out.append(e)
-        except Exception as e: out.append(RenderError(sid, f"{type(e).__name__}: {str(e)[:200]}"))
-    return out
+def _render_one(s:Structure, config:RenderConfig, sid) -> np.ndarray:
+    "`render_structure`, with an unforeseen failure turned into a `RenderError` naming the structure."
+    try: return render_structure(s, config, sid)
+    except RenderError: raise
+    except Exception as e: raise RenderError(sid, f"{type(e).__name__}: {str(e)[:200]}") from None
 
 # %% ../../nbs/32_image.render.ipynb #ae4472c7
 def render_structures(structures:list, # pymatgen Structures (or a Dataset with structures)
@@ -181,7 +171,8 @@ def render_structures(structures:list, # pymatgen Structures (or a Dataset with 
     ids = list(range(len(structures))) if ids is None else list(ids)
     if len(ids) != len(structures): raise DataError(f"{len(ids)} ids for {len(structures)} structures")
     ic = None if cache is False else ImageCache(config, None if cache is True else cache)
-    out = map_structures(_render_chunk, structures, ids, config, ic, n_jobs, chunk_size, "rendering", progress)
+    out = map_structures(_render_one, structures, ids, config, ic, errors=RenderError, n_jobs=n_jobs, chunk_size=chunk_size,
+                         desc="rendering", progress=progress)
     bad = [g for g in out if isinstance(g, RenderError)]
     if bad:
         msg = f"{len(bad)} structure(s) cannot be rendered: " + "; ".join(str(e) for e in bad[:10]) + (" ..." if len(bad) > 10 else "")

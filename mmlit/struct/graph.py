@@ -14,7 +14,7 @@ from torch_geometric.data import Data
 from pymatgen.core import Lattice, Structure
 
 from ..core import ConfigError, DataError, cache_dir
-from ..data.structures import structure_key, map_structures
+from ..data.structures import BadStructureError, map_structures
 
 # %% auto #0
 __all__ = ['MIN_DISTANCE', 'StructureError', 'check_structure', 'GraphConfig', 'neighbor_edges', 'graph_arrays', 'to_data',
@@ -22,11 +22,8 @@ __all__ = ['MIN_DISTANCE', 'StructureError', 'check_structure', 'GraphConfig', '
            'build_graphs']
 
 # %% ../../nbs/20_struct.graph.ipynb #8c49fc2c
-class StructureError(DataError):
+class StructureError(BadStructureError):
     "A crystal structure that cannot become a graph (empty, disordered, overlapping atoms, NaN, zero volume)."
-    def __init__(self, sid, reason:str):
-        self.sid, self.reason = sid, reason
-        super().__init__(f"structure {sid!r}: {reason}")
 
 MIN_DISTANCE = 0.5  # Å: closer atoms are unphysical (a duplicated site or a broken file)
 
@@ -231,18 +228,6 @@ class GraphCache:
         return p
 
 # %% ../../nbs/20_struct.graph.ipynb #7f101247
-def _build_chunk(args):
-    structs, sids, config, root = args
-    cache = None if root is None else GraphCache(config, root)
-    out = []
-    for s, sid in zip(structs, sids):
-        try:
-            g = graph_arrays(s, config, sid)
-            if cache is not None: cache.put(structure_key(s), g)
-            out.append(g)
-        except StructureError as e: out.append(e)
-    return out
-
 def build_graphs(structures:list, # pymatgen Structures
                  ids:list|None=None, # ids for error messages (default: row numbers)
                  config:GraphConfig=GraphConfig(),
@@ -260,7 +245,8 @@ def build_graphs(structures:list, # pymatgen Structures
     if len(ids) != len(structures): raise DataError(f"{len(ids)} ids for {len(structures)} structures")
     root = None if cache is False else (None if cache is True else Path(cache))
     gc = None if cache is False else GraphCache(config, root)
-    out = map_structures(_build_chunk, structures, ids, config, gc, n_jobs, chunk_size, "crystal graphs", progress)
+    out = map_structures(graph_arrays, structures, ids, config, gc, errors=StructureError, n_jobs=n_jobs,
+                         chunk_size=chunk_size, desc="crystal graphs", progress=progress)
     bad = [(i, g) for i, g in enumerate(out) if isinstance(g, StructureError)]
     if bad:
         msg = f"{len(bad)} structure(s) cannot become graphs: " + "; ".join(str(e) for _, e in bad[:10]) + \
