@@ -150,6 +150,9 @@ for _s in ("cgcnn", "alignn-small"):   # exKT: formula -> template-predicted str
     register_model(f"exkt-{_s}", "mmlit.exkt.pipeline:ExKTModel",
                    f"explicit transfer: template crystal-structure prediction, then {_s} (trained on true structures)",
                    needs_structures=True, structure_model=_s)
+register_model("exkt-moe", "mmlit.exkt.moe:ExKTMixtureModel",
+               "gated mixture of tuned-tree and exkt-cgcnn, gate on the structure predictor confidence (held-out rows)",
+               needs_structures=True)
 for _f, _d in [("concat", "CrysMMNet: 64-d projection heads, concatenated"), ("sum", "projection heads, summed"),
                ("mean", "projection heads, averaged over the modalities present"), ("gated", "per-feature softmax gates"),
                ("moe", "mixture of experts over the modality encoders, load-balancing loss"),
