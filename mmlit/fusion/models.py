@@ -16,7 +16,8 @@ import torch.nn.functional as F
 import mmlit
 from ..core import ConfigError, DataError, seed_everything
 from ..data.core import Dataset
-from ..train.core import Trainer, TrainConfig
+from ..train.core import Trainer, TrainConfig, fit_summary
+from ..train.data import nan_mae, resolve_targets
 from .core import MultiModalCollator, MultiModalDataset, encode_batch, make_modality, modality_settings, rows_of
 from .modules import FUSIONS, make_fusion
 
@@ -106,8 +107,7 @@ class FusionModel:
     def fit(self, train:Dataset, valid:Dataset|None=None) -> "FusionModel":
         if train.task_type != "regression": raise ConfigError(f"{train.name}: FusionModel fits regression tasks, not {train.task_type}")
         c = self.train_config
-        self._names = train.target_names if self.target == "all" else [self.target] if isinstance(self.target, str) else list(self.target)
-        if bad := [n for n in self._names if n not in train.target_names]: raise ConfigError(f"{train.name}: no target(s) {bad}")
+        self._names = resolve_targets(train, self.target)
         if valid is None: train, valid = train.train_valid_split(c.valid_frac, c.seed)
         t0 = time.time()
         tr, va = self.dataset(train, True, self.missing, c.seed), self.dataset(valid, True)
@@ -115,16 +115,12 @@ class FusionModel:
         seed_everything(c.seed)
         self.model = FusionNet({k: m.build_encoder() for k, m in self.modalities.items()}, n_targets=len(self._names), **self.net_kw)
         for k, m in self.modalities.items(): m.adapt(self.model.encoders[k], tr.items[k])   # training statistics (tabular)
-        mae = lambda y, p: float(np.nanmean(np.abs(np.asarray(y) - np.asarray(p))))
         self.trainer = Trainer(self.model, tr, va, replace(c, scale_targets=True), collate_fn=MultiModalCollator(self.modalities),
-                               metrics={"mae": mae})
+                               metrics={"mae": nan_mae})
         self.history = self.trainer.fit()
         self.model = self.trainer.unwrapped
-        self.info = dict(n_train=len(tr), n_valid=len(va), featurize_seconds=t1 - t0, train_seconds=time.time() - t1,
-                         epochs_run=len(self.history), best_epoch=getattr(self.trainer, "best_epoch", None),
-                         seconds_per_epoch=float(self.history.time.mean()), n_parameters=sum(p.numel() for p in self.model.parameters()),
-                         n_trainable=sum(p.numel() for p in self.model.parameters() if p.requires_grad),
-                         history=self.history.drop(columns=["step", "lr"], errors="ignore").round(6).to_dict("list"))
+        self.info = fit_summary(self.trainer, self.history, len(tr), len(va), t1,
+                                extra=("seconds_per_epoch", "n_parameters", "n_trainable"), featurize_seconds=t1 - t0)
         return self
 
     def predict(self, data) -> np.ndarray:

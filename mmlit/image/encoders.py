@@ -18,8 +18,8 @@ from pymatgen.core import Structure
 import mmlit
 from ..core import ConfigError, DataError, MmlitInputError, seed_everything
 from ..data.core import Dataset
-from ..train.core import Trainer, TrainConfig
-from ..train.data import TargetScaler
+from ..train.core import Trainer, TrainConfig, fit_summary
+from ..train.data import TargetScaler, nan_mae, resolve_targets
 from ..train.losses import REGRESSION_LOSSES, weighted_target_loss
 from .render import RenderConfig, render_structures
 
@@ -156,8 +156,7 @@ class ImageModel:
     def fit(self, train:Dataset, valid:Dataset|None=None) -> "ImageModel":
         if train.task_type != "regression": raise ConfigError(f"{train.name}: ImageModel fits regression tasks, not {train.task_type}")
         c = self.train_config
-        names = train.target_names if self.target == "all" else [self.target] if isinstance(self.target, str) else list(self.target)
-        if bad := [n for n in names if n not in train.target_names]: raise ConfigError(f"{train.name}: no target(s) {bad}; targets are {train.target_names}")
+        names = resolve_targets(train, self.target)
         if valid is None: train, valid = train.train_valid_split(c.valid_frac, c.seed)
         t0 = time.time()
         xt, xv = self.images(train), self.images(valid)
@@ -165,15 +164,11 @@ class ImageModel:
         seed_everything(c.seed)
         self.model, self._names = ImageCNN(ImageModelConfig(render=self.render, num_targets=len(names), target_names=names, **self.model_kw)), names
         nv = len(self.render["views"])
-        mae = lambda y, p: float(np.nanmean(np.abs(np.asarray(y) - np.asarray(p))))
         self.trainer = Trainer(self.model, _Images(xt, train.targets[names].to_numpy(float), self.augment, nv),
-                               _Images(xv, valid.targets[names].to_numpy(float), False, nv), c, metrics={"mae": mae})
+                               _Images(xv, valid.targets[names].to_numpy(float), False, nv), c, metrics={"mae": nan_mae})
         self.history = self.trainer.fit()
         self.model = self.trainer.unwrapped
-        self.info = dict(n_train=len(xt), n_valid=len(xv), render_seconds=t1 - t0, train_seconds=time.time() - t1,
-                         epochs_run=len(self.history), best_epoch=getattr(self.trainer, "best_epoch", None),
-                         n_parameters=sum(p.numel() for p in self.model.parameters()),
-                         history=self.history.drop(columns=["step", "lr"], errors="ignore").round(6).to_dict("list"))
+        self.info = fit_summary(self.trainer, self.history, len(xt), len(xv), t1, extra=("n_parameters",), render_seconds=t1 - t0)
         return self
 
     def predict(self, data) -> np.ndarray:

@@ -20,8 +20,8 @@ from ..core import ConfigError, DataError, cache_dir, seed_everything
 from ..data.core import Dataset
 from ..data.structures import structure_key
 from ..baseline import MagpieFeaturizer
-from ..train.core import Trainer, TrainConfig
-from ..train.data import TargetScaler
+from ..train.core import Trainer, TrainConfig, fit_summary
+from ..train.data import TargetScaler, nan_mae, resolve_targets
 from ..train.losses import weighted_target_loss
 
 # %% auto #0
@@ -186,8 +186,7 @@ class TabularModel:
     def fit(self, train:Dataset, valid:Dataset|None=None) -> "TabularModel":
         if train.task_type != "regression": raise ConfigError(f"{train.name}: TabularModel fits regression tasks, not {train.task_type}")
         c = self.train_config
-        names = train.target_names if self.target == "all" else [self.target] if isinstance(self.target, str) else list(self.target)
-        if bad := [n for n in names if n not in train.target_names]: raise ConfigError(f"{train.name}: no target(s) {bad}; targets are {train.target_names}")
+        names = resolve_targets(train, self.target)
         if valid is None: train, valid = train.train_valid_split(c.valid_frac, c.seed)
         t0 = time.time()
         xt, xv = self.features(train), self.features(valid)
@@ -195,14 +194,11 @@ class TabularModel:
         seed_everything(c.seed)
         enc = TabularEncoder.from_features(xt, dim=self.dim, hidden=self.hidden, dropout=self.dropout)
         self.model, self._names = TabularNet(enc, len(names), self.loss), names
-        mae = lambda y, p: float(np.nanmean(np.abs(np.asarray(y) - np.asarray(p))))
         self.trainer = Trainer(self.model, _Vectors(xt, train.targets[names].to_numpy(float)),
-                               _Vectors(xv, valid.targets[names].to_numpy(float)), c, metrics={"mae": mae})
+                               _Vectors(xv, valid.targets[names].to_numpy(float)), c, metrics={"mae": nan_mae})
         self.history = self.trainer.fit()
         self.model = self.trainer.unwrapped
-        self.info = dict(n_train=len(xt), n_valid=len(xv), n_features=xt.shape[1], feature_seconds=t1 - t0,
-                         train_seconds=time.time() - t1, epochs_run=len(self.history), best_epoch=getattr(self.trainer, "best_epoch", None),
-                         history=self.history.drop(columns=["step", "lr"], errors="ignore").round(6).to_dict("list"))
+        self.info = fit_summary(self.trainer, self.history, len(xt), len(xv), t1, n_features=xt.shape[1], feature_seconds=t1 - t0)
         return self
 
     def predict(self, data) -> np.ndarray:

@@ -17,7 +17,8 @@ from transformers import (AutoConfig, AutoModel, AutoTokenizer, BertConfig, Bert
 
 from ..core import ConfigError, DataError, cache_dir, seed_everything
 from ..data.core import Dataset
-from ..train.core import Trainer, TrainConfig
+from ..train.core import Trainer, TrainConfig, fit_summary
+from ..train.data import nan_mae, resolve_targets
 from .describe import describe_structures, fallback_description
 
 # %% auto #0
@@ -266,21 +267,18 @@ class TextModel:
     def fit(self, train:Dataset, valid:Dataset|None=None) -> "TextModel":
         if train.task_type != "regression": raise ConfigError(f"{train.name}: TextModel fits regression tasks, not {train.task_type}")
         c = self.train_config
-        names = train.target_names if self.target == "all" else [self.target] if isinstance(self.target, str) else list(self.target)
+        names = resolve_targets(train, self.target)
         if valid is None: train, valid = train.train_valid_split(c.valid_frac, c.seed)
         t0 = time.time()
         xt, xv = self.embed(train), self.embed(valid)
         t1 = time.time()
         seed_everything(c.seed)
         self.model, self._names = TextHead(xt.shape[1], len(names), self.hidden, self.dropout, self.loss, xt.mean(0), xt.std(0)), names
-        mae = lambda y, p: float(np.nanmean(np.abs(np.asarray(y) - np.asarray(p))))
         self.trainer = Trainer(self.model, _Vectors(xt, train.targets[names].to_numpy(float)),
-                               _Vectors(xv, valid.targets[names].to_numpy(float)), c, metrics={"mae": mae})
+                               _Vectors(xv, valid.targets[names].to_numpy(float)), c, metrics={"mae": nan_mae})
         self.history = self.trainer.fit()
         self.model = self.trainer.unwrapped
-        self.info.update(n_train=len(xt), n_valid=len(xv), text_seconds=t1 - t0, train_seconds=time.time() - t1,
-                         epochs_run=len(self.history), best_epoch=getattr(self.trainer, "best_epoch", None),
-                         history=self.history.drop(columns=["step", "lr"], errors="ignore").round(6).to_dict("list"))
+        self.info.update(fit_summary(self.trainer, self.history, len(xt), len(xv), t1, text_seconds=t1 - t0))
         return self
 
     def predict(self, data) -> np.ndarray:
