@@ -272,3 +272,11 @@ def test_moe_bad_inputs_name_the_value():
         MixtureOfExperts().fit(cf, np.where(np.arange(40)[:, None] == 3, np.inf, pf), yf)
     with pytest.raises(ConfigError, match="fit"): MixtureOfExperts().predict(cf, pf)
     with pytest.raises(ConfigError, match="level"): paired_bootstrap_mae(yf, pf[:, 0], pf[:, 1], level=95)
+
+
+def test_exkt_moe_is_a_registry_model():
+    from mmlit.registry import make_model, model_names
+    m = make_model("exkt-moe", seed=1, progress=False, epochs=2)
+    assert "exkt-moe" in model_names(needs_structures=True)
+    assert m.expert_names == ["tuned-tree", "exkt"] and m.get_params()["epochs"] == 2 and m.seed == 1
+    with pytest.raises(ConfigError, match="fit"): m.predict(["KBr"])

@@ -15,7 +15,7 @@ from ..core import ConfigError, DataError
 from ..train.core import Trainer, TrainConfig
 
 # %% auto #0
-__all__ = ['GateFeatures', 'Gate', 'MixtureOfExperts', 'paired_bootstrap_mae', 'mae_by_bins']
+__all__ = ['GateFeatures', 'Gate', 'MixtureOfExperts', 'paired_bootstrap_mae', 'mae_by_bins', 'ExKTMixtureModel']
 
 # %% ../../nbs/48_exkt.moe.ipynb #70038bce
 class GateFeatures:
@@ -166,3 +166,64 @@ def mae_by_bins(y, # (n,) targets
     df = pd.DataFrame({k: np.abs(np.asarray(p, dtype=float).ravel() - y) for k, p in preds.items()}).assign(bin=bins.values)
     order = sorted(df.bin.unique(), key=lambda b: (b == "missing", float(b.strip("([").split(",")[0]) if b != "missing" else 0))
     return df.groupby("bin").agg(n=("bin", "size"), **{k: (k, "mean") for k in preds}).loc[order]
+
+# %% ../../nbs/48_exkt.moe.ipynb #a7c75b6b
+class ExKTMixtureModel:
+    "Gated mixture of composition models and exKT (`ExKTModel`), gate fitted on held-out training rows; fit/predict."
+    predicts_from_formulas = True   # like ExKTModel: trained on structures, it predicts from formulas alone
+    def __init__(self, structure_model="cgcnn", # the exKT structure model (registry name)
+                 composition_models=("tuned-tree",), # registry names of the composition experts
+                 valid_frac:float=0.2, # training rows held out for the gate when no `valid` set is given
+                 refit:bool=True, # train the experts again on all training rows once the gate is fitted
+                 hidden:int=0, # gate: 0 linear (logistic), > 0 one hidden layer
+                 features:list|None=None, # confidence columns the gate reads (None: all of `CONFIDENCE_COLUMNS`)
+                 exkt:dict|None=None, # more `ExKTModel` settings (templates, rank, time_budget, ...)
+                 seed:int=0, progress:bool=True,
+                 **model_kw, # settings of the structure model (epochs, batch_size, ...)
+                ):
+        if isinstance(composition_models, str): composition_models = (composition_models,)
+        if not composition_models: raise ConfigError("composition_models is empty: a mixture needs a composition expert next to exKT")
+        if not 0 < valid_frac < 1: raise ConfigError(f"valid_frac must be in (0, 1), got {valid_frac!r}")
+        self.structure_model, self.composition_models, self.valid_frac, self.refit = structure_model, list(composition_models), valid_frac, refit
+        self.hidden, self.features, self.exkt, self.seed, self.progress, self.model_kw = hidden, features, dict(exkt or {}), seed, progress, model_kw
+
+    @property
+    def name(self) -> str: return f"exkt-moe-{self.structure_model}"
+    @property
+    def expert_names(self) -> list: return [*self.composition_models, "exkt"]
+
+    def _fit_experts(self, train):
+        from mmlit.exkt.pipeline import ExKTModel
+        from mmlit.registry import make_model
+        ex = ExKTModel(self.structure_model, progress=self.progress, **self.exkt, **self.model_kw).fit(train)
+        return [make_model(n, seed=self.seed, progress=False).fit(train) for n in self.composition_models], ex
+
+    def _predict_experts(self, experts, data) -> tuple:
+        comp, ex = experts
+        p_ex, conf = ex.predict(data, return_confidence=True)
+        cols = [np.asarray(m.predict(data), dtype=float).reshape(len(conf), -1)[:, 0] for m in comp]
+        return np.stack([*cols, p_ex], 1), conf
+
+    def fit(self, train, valid=None) -> "ExKTMixtureModel":
+        from mmlit.data.core import Dataset
+        if not isinstance(train, Dataset) or train.task_type != "regression" or len(train.target_names) != 1:
+            raise DataError(f"ExKTMixtureModel fits one regression target of a Dataset, got {getattr(train, 'target_names', type(train).__name__)}")
+        inner, gate_rows = (train, valid) if valid is not None else train.train_valid_split(self.valid_frac, self.seed)
+        if len(gate_rows) < 10: raise DataError(f"{len(gate_rows)} rows for the gate: give at least 10 (valid_frac={self.valid_frac})")
+        experts = self._fit_experts(inner)
+        p, conf = self._predict_experts(experts, gate_rows)
+        self.gate_ = MixtureOfExperts(self.features, self.hidden, seed=self.seed).fit(conf, p, gate_rows.y(), self.expert_names)
+        self.gate_rows_mae_ = dict(zip(self.expert_names, np.abs(p - gate_rows.y()[:, None]).mean(0).round(6).tolist()))
+        self.experts_ = self._fit_experts(train) if self.refit and valid is None else experts
+        return self
+
+    def predict(self, data) -> np.ndarray:
+        "Gated predictions for a Dataset or formulas."
+        if not hasattr(self, "gate_"): raise ConfigError("call fit() before predict()")
+        p, conf = self._predict_experts(self.experts_, data)
+        self.weights_, self.confidence_ = self.gate_.weights(conf), conf
+        return self.gate_.predict(conf, p)
+
+    def get_params(self) -> dict:
+        return dict(structure_model=self.structure_model, composition_models=self.composition_models, valid_frac=self.valid_frac,
+                    refit=self.refit, hidden=self.hidden, features=self.features, exkt=self.exkt, seed=self.seed, **self.model_kw)
