@@ -5,20 +5,17 @@
 # %% ../../nbs/24_struct.tabular.ipynb #d78bf556
 from __future__ import annotations
 import hashlib, json, os, time, warnings
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from pymatgen.core import Structure
-from tqdm.auto import tqdm
 
 from ..core import ConfigError, DataError, cache_dir, seed_everything
 from ..data.core import Dataset
-from ..data.structures import structure_key
+from ..data.structures import map_structures
 from ..baseline import MagpieFeaturizer
 from ..train.core import Trainer, TrainConfig, fit_summary
 from ..train.data import TargetScaler, nan_mae, resolve_targets
@@ -56,13 +53,18 @@ def structure_features(s:Structure, # the structure
     return out
 
 # %% ../../nbs/24_struct.tabular.ipynb #dbc72100
-def _features_chunk(args):
-    structs, sids = args
-    out = []
-    for s, sid in zip(structs, sids):
-        try: out.append(structure_features(s))
-        except DataError as e: out.append(DataError(f"structure {sid!r}: {e}"))
-    return out
+class _FeatureCache:
+    "Structure features of one feature version as `<root>/<ab>/<structure key>.npy`, for `map_structures`."
+    def __init__(self, root:Path): self.root = root
+    def path(self, key:str) -> Path: return self.root/key[:2]/f"{key}.npy"
+    def get(self, key:str) -> np.ndarray|None:
+        try: return np.load(self.path(key))
+        except (OSError, ValueError): return None   # missing or half-written: compute again
+    def put(self, key:str, v:np.ndarray):
+        p = self.path(key); p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f"{key}.{os.getpid()}.tmp.npy"); np.save(tmp, v); os.replace(tmp, p)
+
+def _features_one(s:Structure, config, sid) -> np.ndarray: return structure_features(s)   # `map_structures`' signature
 
 class TabularFeaturizer:
     "Structures -> (n, 132 Magpie + 22 structure) float32 features; NaN where a featurizer failed."
@@ -77,31 +79,10 @@ class TabularFeaturizer:
     def feature_labels(self) -> list[str]: return [f"magpie_{l}" for l in self.magpie.feature_labels()] + STRUCTURE_LABELS
 
     def _structure_part(self, structs:list, ids:list) -> np.ndarray:
-        keys = [structure_key(s) for s in structs]
-        path = lambda k: self.root/k[:2]/f"{k}.npy"
-        got = {}
-        for k in set(keys):
-            if self.root is not None and path(k).exists():
-                try: got[k] = np.load(path(k))
-                except (OSError, ValueError): pass   # half-written: compute again
-        todo = list({k: i for i, k in enumerate(keys) if k not in got}.items())
-        chunks = [todo[i:i + 64] for i in range(0, len(todo), 64)]
-        jobs = [([structs[i] for _, i in c], [ids[i] for _, i in c]) for c in chunks]
-        pool = ProcessPoolExecutor(self.n_jobs, mp_context=get_context("fork")) if self.n_jobs > 1 and len(chunks) > 1 else None
-        bar = tqdm(total=len(todo), desc="structure features", disable=not self.progress or not todo, leave=False)
-        try:
-            for c, res in zip(chunks, pool.map(_features_chunk, jobs) if pool else map(_features_chunk, jobs)):
-                for (k, _), v in zip(c, res):
-                    if isinstance(v, Exception): raise v
-                    got[k] = v
-                    if self.root is not None:
-                        p = path(k); p.parent.mkdir(parents=True, exist_ok=True)
-                        tmp = p.with_name(f"{k}.{os.getpid()}.tmp.npy"); np.save(tmp, v); os.replace(tmp, p)
-                bar.update(len(c))
-        finally:
-            bar.close()
-            if pool: pool.shutdown()
-        return np.stack([got[k] for k in keys]) if keys else np.zeros((0, len(STRUCTURE_LABELS)))
+        cache = None if self.root is None else _FeatureCache(self.root)
+        out = map_structures(_features_one, structs, ids, None, cache, n_jobs=self.n_jobs, desc="structure features",
+                             progress=self.progress)
+        return np.stack(out) if out else np.zeros((0, len(STRUCTURE_LABELS)))
 
     def __call__(self, data, # a Dataset with structures, or a list of Structures
                  ids:list|None=None) -> np.ndarray:
