@@ -14,6 +14,8 @@ Ids are the ones `mmlit.data.structures.load_structure_set` gives ("perov_5:<mat
 Usage (one process, one thread, in the background):
     OMP_NUM_THREADS=1 python benchmarks/make_description_subsets.py --sets perov_5 --sizes 160 40 40
     OMP_NUM_THREADS=1 python benchmarks/make_description_subsets.py --sets aflow --sizes 80 20 20
+    OMP_NUM_THREADS=1 python benchmarks/make_description_subsets.py --sets perov_5_gap --sizes 80 20 20
+perov_5_gap draws from the rows with a band gap (ind_gap > 0) only: see POOLS.
 """
 import argparse, json, platform, sys, time
 from pathlib import Path
@@ -30,7 +32,12 @@ SPLITS = ["train", "val", "test"]
 SETS = {  # name -> (folder, id column (None: the csv row label), id prefix, output files)
     "perov_5": ("perov_5", "material_id", "perov_5:", ["perov_5"]),
     "aflow": ("aflow_elastic_thermal/bulk_modulus", None, "aflow:", ["aflow_bulk_modulus", "aflow_shear_modulus"]),
+    "perov_5_gap": ("perov_5", "material_id", "perov_5:", ["perov_5_gap"]),
 }
+# Rows a set draws from (default: all). perov_5's band gap is exactly 0 for 96 % of its rows (9 of the 240 random
+# rows are gapped), so a band-gap sweep on the random subset would measure almost nothing: this set draws from the
+# gapped rows only, and the sweep trains and tests on it together with the random perov_5 subset.
+POOLS = {"perov_5_gap": lambda df: df[df.ind_gap > 0]}
 
 def pick(name:str, sizes:list, root:Path) -> pd.DataFrame:
     "The fixed subset of `name`: id, split, cif."
@@ -41,6 +48,7 @@ def pick(name:str, sizes:list, root:Path) -> pd.DataFrame:
         if name == "aflow":   # one draw for both moduli: only valid while the two files list the same structures
             other = pd.read_csv(root/"aflow_elastic_thermal/shear_modulus"/f"{sp}.csv.gz")
             assert (other.cif == df.cif).all() and (other["Unnamed: 0"] == df["Unnamed: 0"]).all(), sp
+        if name in POOLS: df = POOLS[name](df)
         idx = np.sort(np.random.default_rng(12 + k).permutation(len(df))[:n])
         sub = df.iloc[idx]
         ids = (sub[id_col] if id_col else sub["Unnamed: 0"]).astype(str).radd(prefix)
@@ -91,6 +99,8 @@ issue 12: every modality uses these rows, so the text modality never needs roboc
 
 - **Rows:** per split (train/val/test of the shared folders), the first `size` rows of
   `numpy.random.default_rng(12 + split index).permutation(n_rows)`, sorted. A larger size extends a smaller one.
+- **perov_5_gap:** the same rule over the perov_5 rows with `ind_gap > 0` only (96 % of perov_5 has a gap of exactly
+  0 eV, so the random subset holds 9 gapped rows); the band-gap sweep uses it together with the random perov_5 subset.
 - **aflow:** bulk_modulus and shear_modulus list the same structures in the same rows (checked by the script), so one
   draw serves both; `aflow_bulk_modulus.csv.gz` and `aflow_shear_modulus.csv.gz` hold the same descriptions.
 - **Ids** are those of `mmlit.data.structures.load_structure_set` (`perov_5:<material_id>`, `aflow:<row>`), so
