@@ -173,12 +173,14 @@ def demo(out:str="mmlit_demo", # output folder for demo_results.json and demo_pa
 def train(data:str=None, # CSV with a composition column and the label (required)
           label:str=None, # the column to predict (required)
           out:str="mmlit_model", # folder the Predictor is saved into
-          presets:str="fast", # fast (trees, bagged), medium (+ elm-fast language model), best (all bagged)
+          presets:str="fast", # fast (trees, bagged), medium (+ elm-fast language model; fusion with structure/text/image columns), best (all bagged)
           time_limit:str=None, # whole search, e.g. 300, 90s, 10m, 1h (default: no limit)
           models:str=None, # comma-separated model names instead of the preset's (see mmlit bench --help)
           tuning_data:str=None, # CSV of validation rows (default: out-of-fold or a hold-out split)
           composition:str=None, # composition column (default: found by name or content)
           structure:str=None, # crystal-structure column: CIF/POSCAR text or pymatgen dicts (default: found if present)
+          text:str=None, # column of texts describing each material, used as given (default: found if present)
+          image:str=None, # column of image files, PNG/JPG/NPY, relative to the CSV (default: found if present)
           problem_type:str=None, # regression or binary (default: inferred)
           eval_metric:str=None, # mae, rmse, roc_auc or accuracy (default: mae / roc_auc)
           bag_folds:int=None, # bagging folds (default: the preset's; 0: a hold-out split)
@@ -189,8 +191,8 @@ def train(data:str=None, # CSV with a composition column and the label (required
     "Train the preset's models on your table, keep the best on validation, save a Predictor to --out."
     from mmlit.predictor import Predictor
     if data is None or label is None: raise ConfigError("--data PATH and --label COLUMN are required")
-    p = Predictor(label, problem_type, eval_metric, path=out, composition=composition, structure=structure,
-                  verbosity=0 if quiet else 1)
+    p = Predictor(label, problem_type, eval_metric, path=out, composition=composition, structure=structure, text=text,
+                  image=image, verbosity=0 if quiet else 1)
     p.fit(data, tuning_data=tuning_data, time_limit=time_limit, presets=presets, bag_folds=bag_folds, on_bad=on_bad, seed=seed,
           hyperparameters=None if models is None else [m.strip() for m in models.split(",") if m.strip()])
     lb = p.leaderboard(); lb.to_csv(Path(out)/"leaderboard.csv", index=False)

@@ -15,16 +15,18 @@ from tqdm.auto import tqdm
 import mmlit
 from .core import ConfigError, CompositionError, DataError
 from .data.core import Dataset, BadRowsWarning
-from .data.composition import parse_composition, reduced_formula
-from .data.table import load_table, find_composition_column, find_structure_column, parse_structure
+from .data.composition import reduced_formula
+from .data.table import load_table, find_structure_column
+from .predictor_columns import (GIVEN, WHAT, read_frame as _frame, composition_column, read_rows, read_given, with_given,
+                                     load_user_table, family_reads, fusion_modalities, fusion_settings)
 from .metrics import mae, rmse, roc_auc, regression_scores, classification_scores
 from .registry import model_entry, make_model, save_model, load_model, read_saved
 from .ensemble import Ensemble, WeightedEnsemble, greedy_weights, _takes_valid, _mean_std
 
 # %% auto #0
-__all__ = ['PRESETS', 'METRICS', 'PROBLEM_TYPES', 'STRUCTURE_MODELS', 'FORMAT', 'PREDICT_CHUNK', 'Predictor', 'fit',
-           'predict_frame', 'predict', 'predict_proba', 'evaluate', 'leaderboard', 'fit_summary', 'extract_embedding',
-           'save', 'load', 'parse_time', 'PredictorModel']
+__all__ = ['PRESETS', 'METRICS', 'PROBLEM_TYPES', 'STRUCTURE_MODELS', 'FUSION_MODELS', 'DESCRIBE_MAX_ROWS', 'FORMAT',
+           'PREDICT_CHUNK', 'Predictor', 'fit', 'predict_frame', 'predict', 'predict_proba', 'evaluate', 'leaderboard',
+           'fit_summary', 'extract_embedding', 'save', 'load', 'parse_time', 'PredictorModel']
 
 # %% ../nbs/18_predictor.ipynb #d2e16e75
 PRESETS = {
@@ -39,63 +41,23 @@ METRICS = {"mae": (mae, False, "regression"), "rmse": (rmse, False, "regression"
 PROBLEM_TYPES = {"regression": "regression", "binary": "classification", "classification": "classification"}
 # crystal-graph families added to a preset when the table has a structure column
 STRUCTURE_MODELS = {"fast": ["cgcnn"], "medium": ["cgcnn"], "best": ["cgcnn", "alignn-small"]}
+# fusion families added (regression) when the table has structure, text or image columns: over all of its modalities
+FUSION_MODELS = {"fast": [], "medium": ["fusion-concat"], "best": ["fusion-concat", "fusion-gated"]}
+DESCRIBE_MAX_ROWS = 300   # `best` describes structures with robocrys (~2-3 s each, cached) on tables up to this size
 FORMAT = 1   # the layout of a saved Predictor folder
 PREDICT_CHUNK = 5000   # rows predicted at a time (progress on large files)
 
-# %% ../nbs/18_predictor.ipynb #297f2b10
-def _frame(data) -> pd.DataFrame:
-    "A DataFrame from a DataFrame, a CSV path, one formula or a list of formulas."
-    if isinstance(data, pd.DataFrame): return data.reset_index(drop=True)
-    if isinstance(data, Dataset): return pd.DataFrame({"composition": list(data.compositions)})
-    if isinstance(data, (str, Path)) and (str(data).endswith((".csv", ".csv.gz")) or Path(str(data)).exists()):
-        p = Path(data)
-        if not p.exists(): raise DataError(f"table {str(p)!r} does not exist")
-        try: df = pd.read_csv(p)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-            raise DataError(f"{str(p)!r} is not a readable CSV ({e})") from None
-        if df.empty: raise DataError(f"{str(p)!r} has no rows")
-        return df
-    if isinstance(data, str): data = [data]
-    return pd.DataFrame({"composition": [str(x) if not isinstance(x, str) else x for x in data]})
-
-def _composition_column(df:pd.DataFrame, structure:str|None) -> str|None:
-    "The composition column, or None when the formulas are to be read off a structure column."
-    try: return find_composition_column(df.drop(columns=[structure]) if structure in df else df)
-    except ConfigError:
-        if structure is None and find_structure_column(df) is None: raise
-        return None
-
-def _read_rows(df:pd.DataFrame, composition:str|None, structure:str|None) -> tuple[list, list, list]:
-    "(formula, Structure, error) per row: formulas from `composition` (or the structures), structures from `structure`."
-    col = composition if composition in df else _composition_column(df, structure)
-    structs, serr = [None] * len(df), [""] * len(df)
-    if structure is not None:
-        for i, v in enumerate(df[structure]):
-            try: structs[i] = parse_structure(v)
-            except DataError as e: serr[i] = str(e)
-    if col is not None: forms, errs = _parse_rows(df[col])
-    else: forms, errs = [s.composition.reduced_formula if s is not None else None for s in structs], [""] * len(df)
-    for i, e in enumerate(serr):
-        if e: forms[i], errs[i] = None, e
-    return forms, structs, errs
-
-def _parse_rows(comps) -> tuple[list, list]:
-    "(formula or None, error message or '') for each row: prediction marks bad rows instead of failing."
-    out, errs = [], []
-    for c in comps:
-        try: parse_composition(c); out.append(c if isinstance(c, str) else str(c)); errs.append("")
-        except (CompositionError, TypeError, ValueError) as e: out.append(None); errs.append(str(e))
-    return out, errs
-
 # %% ../nbs/18_predictor.ipynb #2878f3ac
 class Predictor:
-    "Train composition models on a user's table, keep the best on validation, predict with uncertainty, save/load."
+    "Train models on a user's table (compositions, optional structures, texts, images), keep the best on validation, predict with uncertainty, save/load."
     def __init__(self, label:str, # the column to predict
                  problem_type:str|None=None, # "regression" or "binary" (default: inferred, binary for 0/1 labels)
                  eval_metric:str|None=None, # a name from `METRICS` (default: mae, or roc_auc for binary)
                  path:str|Path|None=None, # folder to save into (after each model, so an interrupted fit keeps its work)
                  composition:str|None=None, # the composition column (default: found by name or content)
                  structure:str|None=None, # a crystal-structure column (CIF, POSCAR, pymatgen dict); default: found if present
+                 text:str|None=None, # a column of texts describing each material (used as given); default: found if present
+                 image:str|None=None, # a column of image files (PNG, JPG, NPY; relative to the CSV); default: found if present
                  verbosity:int=1): # 0: silent; 1: progress bars and a line per model
         if problem_type is not None and problem_type not in PROBLEM_TYPES:
             raise ConfigError(f"problem_type must be one of {sorted(PROBLEM_TYPES)} or None, got {problem_type!r}")
@@ -103,7 +65,7 @@ class Predictor:
             raise ConfigError(f"unknown eval_metric {eval_metric!r}; choose from {sorted(METRICS)}")
         self.label, self.problem_type, self.eval_metric = label, problem_type, eval_metric
         self.path, self.composition, self.verbosity = None if path is None else Path(path), composition, verbosity
-        self.structure, self.uses_structures = structure, False
+        self.structure, self.uses_structures, self.text, self.image = structure, False, text, image
         self.models_, self.records_, self.weights_, self.best_, self.info_ = {}, [], {}, None, {}
         self.train_formulas_: list = []
 
@@ -189,6 +151,7 @@ def fit(self:Predictor, train_data, # DataFrame or CSV path: a composition colum
         on_bad:str="raise", # "raise" or "drop" unusable rows (named either way)
         seed:int=0,
         exkt:bool|dict=False, # with a structure column, also train `exkt-cgcnn` (a dict: its settings); it predicts formulas through predicted structures
+        describe:bool|None=None, # fusion over robocrys descriptions of the structures (None: `best` on tables up to `DESCRIBE_MAX_ROWS`)
        ) -> Predictor:
     "Train the preset's model families, validate them, blend them and keep the best."
     t_start = time.time()
@@ -198,26 +161,40 @@ def fit(self:Predictor, train_data, # DataFrame or CSV path: a composition colum
     limit = parse_time(time_limit)
     deadline = None if limit is None else t_start + limit
     table = train_data if isinstance(train_data, (str, Path)) else _frame(train_data)
-    train = load_table(table, label=self.label, composition=self.composition, name="train",
-                       task_type=self.task_type or "auto", on_bad=on_bad, structure=self.structure)
+    train, given = load_user_table(table, self.label, self.composition, self.structure, self.text, self.image, name="train",
+                                   task_type=self.task_type or "auto", on_bad=on_bad, progress=bool(self.verbosity))
+    self.text, self.image = given["text"], given["image"]
     self.uses_structures = train.structures is not None
+    have = {k for k, v in (("structure", self.uses_structures), ("text", self.text), ("image", self.image)) if v}
     if self.uses_structures:
         self.structure = self.structure or find_structure_column(_frame(train_data))
         if not user_models: models.update({n: {} for n in STRUCTURE_MODELS[presets]})   # the columns decide the modalities
         if exkt: models.setdefault("exkt-cgcnn", {} if exkt is True else dict(exkt))
     elif exkt: raise ConfigError("exkt=True trains on crystal structures, and the table has no structure column")
-    elif bad := [n for n in models if model_entry(n).needs_structures]:
-        raise ConfigError(f"{bad} need crystal structures, and the table has no structure column (CIF, POSCAR or pymatgen dicts)")
+    if describe and not self.uses_structures: raise ConfigError("describe=True writes robocrys descriptions of crystal structures, and the table has no structure column")
     self.problem_type = self.problem_type or ("binary" if train.task_type == "classification" else "regression")
+    robocrys = "structure" in have and "text" not in have and (
+        describe if describe is not None else presets == "best" and len(train) <= DESCRIBE_MAX_ROWS)
+    modalities = fusion_modalities(have, robocrys)
+    if not user_models and self.task_type == "regression" and have:   # (fusion models fit regression only)
+        models.update({n: {} for n in FUSION_MODELS[presets]})
+    models = {n: fusion_settings(n, kw, modalities, have) for n, kw in models.items()}
+    if bad := {n: r for n, kw in models.items() if (r := family_reads(n, settings=kw)) and not r & have}:
+        need = sorted(set().union(*bad.values()))
+        raise ConfigError(f"{sorted(bad)} need {' or '.join(WHAT[k] for k in need)}, and the table has no {' or '.join(need)} column"
+                          + (" (CIF, POSCAR or pymatgen dicts)" if need == ["structure"] else ""))
     self.eval_metric = self.eval_metric or ("roc_auc" if self.task_type == "classification" else "mae")
     if METRICS[self.eval_metric][2] != self.task_type:
         raise ConfigError(f"eval_metric {self.eval_metric!r} is for {METRICS[self.eval_metric][2]}; this is {self.problem_type}")
-    self.composition = self.composition or _composition_column(_frame(train_data), self.structure)
+    self.composition = self.composition or composition_column(_frame(train_data), self.structure, (self.text, self.image))
     k = PRESETS[presets]["bag_folds"] if bag_folds is None else bag_folds
     if tuning_data is not None:
         tune = tuning_data if isinstance(tuning_data, (str, Path)) else _frame(tuning_data)
-        valid = load_table(tune, label=self.label, composition=self.composition if self.composition in _frame(tuning_data) else None,
-                           name="tuning", task_type=train.task_type, on_bad=on_bad, structure=self.structure)
+        tdf = _frame(tuning_data)
+        valid, _ = load_user_table(tune, self.label, self.composition if self.composition in tdf else None, self.structure,
+                                   *(c if c in tdf else None for c in (self.text, self.image)), find=False, name="tuning",
+                                   task_type=train.task_type, on_bad=on_bad)
+        valid = with_given(valid, [k for k in GIVEN if given[k]])   # a column it lacks: those modalities are missing
         fit_rows, k = train, 0
     elif k: fit_rows, valid = train, None
     else: fit_rows, valid = train.train_valid_split(holdout_frac, seed)
@@ -228,7 +205,7 @@ def fit(self:Predictor, train_data, # DataFrame or CSV path: a composition colum
     seen = list(train.compositions) + ([] if valid is None or tuning_data is None else list(valid.compositions))
     self.train_formulas_ = sorted({reduced_formula(c) for c in seen})
     self.info_ = dict(presets=presets, bag_folds=k, n_train=len(fit_rows), n_valid=0 if valid is None else len(valid),
-                      time_limit=limit, seed=seed, label=self.label, composition=self.composition,
+                      time_limit=limit, seed=seed, label=self.label, composition=self.composition, modalities=modalities,
                       validation="out-of-fold" if k else ("tuning_data" if tuning_data is not None else f"hold-out {holdout_frac:.0%}"))
     preds = {}
     for name, kw in tqdm(models.items(), desc="models", disable=not self.verbosity):
@@ -285,21 +262,21 @@ def _on_rows(p, rows, common):
 Predictor._blend = _blend
 
 # %% ../nbs/18_predictor.ipynb #68fa6837
-def _needs_structures(name:str) -> bool:
-    "Whether `name` needs structures to predict (exKT models train on structures but predict from formulas)."
-    e = model_entry(name)
-    return e.needs_structures and not getattr(e.resolve(), "predicts_from_formulas", False)
-
-def _model(self:Predictor, model:str|None=None, structures:bool=True):
-    "The named fitted model, or the best (a `WeightedEnsemble` of the chosen families); without structures, composition models only."
+def _model(self:Predictor, model:str|None=None, have:set|None=None):
+    "The named fitted model, or the best (a `WeightedEnsemble` of the chosen families); with `have` (the data's columns), one that can read them."
     if not self.models_: raise ConfigError("the Predictor is not fitted: call fit() (or Predictor.load(path)) first")
-    if model is not None and model in self.models_ and not structures and _needs_structures(model):
-        raise ConfigError(f"{model!r} reads crystal structures and the data has no structure column")
-    if model is None and not structures and any(_needs_structures(n) for n in self.weights_):
-        ok = [r for r in self.records_ if r["model"] in self.models_ and not _needs_structures(r["model"]) and np.isfinite(r["score_val"])]
-        if not ok: raise ConfigError(f"every fitted model reads crystal structures ({sorted(self.models_)}): give a structure column")
+    needs = lambda n: family_reads(n, self.models_[n])
+    can = lambda n: have is None or not needs(n) or bool(needs(n) & have)
+    if model is not None and model in self.models_ and not can(model):
+        r = sorted(needs(model))
+        raise ConfigError(f"{model!r} reads {' or '.join(WHAT[k] for k in r)} and the data has no {' or '.join(r)} column")
+    if model is None and not all(can(n) for n in self.weights_):
+        ok = [r for r in self.records_ if r["model"] in self.models_ and can(r["model"]) and np.isfinite(r["score_val"])]
+        lack = sorted(set().union(*(needs(n) for n in self.weights_)) - have)
+        if not ok: raise ConfigError(f"every fitted model reads columns this data lacks ({sorted(self.models_)}): give a {' or '.join(lack)} column")
         pick = (max if METRICS[self.eval_metric][1] else min)(ok, key=lambda r: r["score_val"])["model"]
-        warnings.warn(f"no structure column: predicting with the best composition-only model {pick!r} instead of {self.best_!r}")
+        kind = "composition-only model" if not needs(pick) else "model that needs less"
+        warnings.warn(f"no {' or '.join(lack)} column: predicting with the best {kind} {pick!r} instead of {self.best_!r}")
         return self.models_[pick]
     if model is None or model == "weighted-ensemble":   # (weights_ is {best: 1.0} when no blend was kept)
         names = list(self.weights_)
@@ -314,14 +291,16 @@ def predict_frame(self:Predictor, data, # DataFrame, CSV path, formula or list o
     "composition, prediction, std (spread of the ensemble; NaN without one), error per input row, in input order."
     df = _frame(data)
     scol = find_structure_column(df, self.structure if self.structure in df else None) if self.uses_structures else None
-    forms, structs, errs = _read_rows(df, self.composition, scol)
+    forms, structs, errs = read_rows(df, self.composition, scol, exclude=(self.text, self.image))
+    given, present = read_given(df, {k: getattr(self, k) for k in GIVEN}, forms, errs)
     bad = [i for i, f in enumerate(forms) if f is None]
     if bad and strict: raise CompositionError(f"unreadable row(s) {bad[:10]}: {errs[bad[0]]}")
     if bad: warnings.warn(f"{len(bad)} row(s) cannot be read and get NaN: rows {bad[:10]}{' ...' if len(bad) > 10 else ''}", BadRowsWarning)
     idx = [i for i, f in enumerate(forms) if f is not None]
     good = Dataset("predict", [str(i) for i in idx], [forms[i] for i in idx], pd.DataFrame(index=range(len(idx))),
-                   structures=[structs[i] for i in idx] if scol else None)
-    m = self._model(model, structures=scol is not None)
+                   structures=[structs[i] for i in idx] if scol else None,
+                   meta=pd.DataFrame({k: [v[i] for i in idx] for k, v in given.items()}) if given else None)
+    m = self._model(model, ({"structure"} if scol else set()) | present)
     chunks = [good.subset(np.arange(i, min(i + PREDICT_CHUNK, len(good)))) for i in range(0, len(good), PREDICT_CHUNK)]
     parts = [_mean_std(m, c) for c in tqdm(chunks, desc="predicting", unit="chunk", leave=False,   # progress on big files
                                             disable=not self.verbosity or len(chunks) < 2)]
@@ -350,7 +329,8 @@ def predict_proba(self:Predictor, data, model:str|None=None, strict:bool=False) 
     p = self.predict_frame(data, model, strict).prediction.to_numpy()
     return pd.DataFrame({0: 1 - p, 1: p})
 
-Predictor._model, Predictor.predict_frame, Predictor.predict, Predictor.predict_proba = _model, predict_frame, predict, predict_proba
+Predictor._model = _model
+Predictor.predict_frame, Predictor.predict, Predictor.predict_proba = predict_frame, predict, predict_proba
 
 # %% ../nbs/18_predictor.ipynb #9bf3bc97
 def _labelled(self:Predictor, data) -> tuple[pd.DataFrame, np.ndarray]:
@@ -401,7 +381,7 @@ def extract_embedding(self:Predictor, data, model:str|None=None) -> np.ndarray:
         m = self._model(name)
         m = m.members[0] if isinstance(m, Ensemble) else m
         if hasattr(m, "embed"):
-            forms, _, errs = _read_rows(_frame(data), self.composition, None)
+            forms, _, errs = read_rows(_frame(data), self.composition, None, exclude=(self.text, self.image))
             if any(f is None for f in forms): raise CompositionError(f"unreadable composition(s): {[e for e in errs if e][:3]}")
             return m.embed(forms)
     raise ConfigError(f"none of the models {sorted(self.models_)} learns an embedding (trees use Magpie features): "
@@ -419,7 +399,7 @@ def save(self:Predictor, path:str|Path|None=None) -> Path:
         if not (path/"models"/name/"mmlit_model.json").exists() or path != self.path: save_model(m, path/"models"/name)
     meta = dict(format=FORMAT, mmlit_version=mmlit.__version__, label=self.label, problem_type=self.problem_type,
                 eval_metric=self.eval_metric, composition=self.composition, structure=self.structure,
-                uses_structures=self.uses_structures, best=self.best_, weights=self.weights_,
+                uses_structures=self.uses_structures, text=self.text, image=self.image, best=self.best_, weights=self.weights_,
                 models=sorted(self.models_), info=self.info_,
                 records=[{k: v for k, v in r.items() if k != "traceback"} for r in self.records_])
     (path/"predictor.json").write_text(json.dumps(meta, indent=1, default=str))
@@ -432,7 +412,7 @@ def load(cls, path:str|Path) -> Predictor:
     path = Path(path)
     meta = read_saved(path, "predictor.json", "Predictor", FORMAT)
     p = cls(meta["label"], meta["problem_type"], meta["eval_metric"], path=None, composition=meta["composition"],
-            structure=meta.get("structure"))
+            structure=meta.get("structure"), text=meta.get("text"), image=meta.get("image"))
     p.uses_structures = bool(meta.get("uses_structures"))
     p.models_ = {n: load_model(path/"models"/n) for n in meta["models"]}
     p.best_, p.weights_, p.info_, p.records_ = meta["best"], meta["weights"], meta["info"], meta["records"]

@@ -17,8 +17,9 @@ from .data.composition import parse_composition
 from .data.table import load_table, find_composition_column, find_structure_column, parse_structure
 
 # %% auto #0
-__all__ = ['TEXT_NAMES', 'IMAGE_NAMES', 'GIVEN', 'read_frame', 'composition_column', 'parse_rows', 'read_rows', 'resolve_path',
-           'find_given_column', 'given_value', 'with_given', 'load_user_table']
+__all__ = ['TEXT_NAMES', 'IMAGE_NAMES', 'GIVEN', 'WHAT', 'read_frame', 'composition_column', 'parse_rows', 'read_rows',
+           'resolve_path', 'find_given_column', 'given_value', 'with_given', 'load_user_table', 'needs_structures',
+           'family_reads', 'fusion_modalities', 'fusion_settings', 'read_given']
 
 # %% ../nbs/18a_predictor_columns.ipynb #8da8ed66
 def read_frame(data) -> pd.DataFrame:
@@ -173,3 +174,59 @@ def load_user_table(data, # CSV path or DataFrame
         given[kind] = [given_value(v, kind, folder, check=False)[0] for v in raw]
     ds.meta = pd.DataFrame(given)
     return (ds if keep.all() else ds.subset(keep)), cols
+
+# %% ../nbs/18a_predictor_columns.ipynb #637b2bb0
+WHAT = {"structure": "crystal structures", "text": "texts", "image": "images"}   # what each kind of column holds
+
+def needs_structures(name:str) -> bool:
+    "Whether the registered model `name` needs structures to predict (exKT models train on structures but predict from formulas)."
+    from mmlit.registry import model_entry
+    e = model_entry(name)
+    return e.needs_structures and not getattr(e.resolve(), "predicts_from_formulas", False)
+
+def family_reads(name:str, # a registered model name
+                 model=None, # the fitted model (or an `Ensemble` of them), when there is one
+                 settings:dict|None=None, # its settings (fusion: `modalities`, `modality_kw`)
+                ) -> set:
+    "The columns ('structure', 'text', 'image') a family predicts from, any one of which suffices; empty: formulas do."
+    members = getattr(model, "members", None)
+    m = members[0] if members else model
+    mods = getattr(m, "modality_kw", None)   # a FusionModel: modality name -> its keywords
+    if mods is None and settings is not None and "modalities" in settings:
+        mods = {k: (settings.get("modality_kw") or {}).get(k, {}) for k in settings["modalities"]}
+    if mods is None: return {"structure"} if needs_structures(name) else set()
+    ins = {None if k == "composition" else k if kw.get("column") else "structure" for k, kw in mods.items()}
+    return set() if None in ins else ins
+
+# %% ../nbs/18a_predictor_columns.ipynb #b5e7479e
+def fusion_modalities(have:set, # the kinds of column the table has ("structure", "text", "image")
+                      robocrys:bool=False, # describe the structures when the table has no texts
+                     ) -> list:
+    "The modalities of a fusion family on a table with the columns `have`: compositions, then what the columns add."
+    return (["composition"] + ["graph"] * ("structure" in have) + ["text"] * ("text" in have or (robocrys and "structure" in have))
+            + ["image"] * ("image" in have))
+
+def fusion_settings(name:str, kw:dict, modalities:list, have:set) -> dict:
+    "A family's settings; for a fusion family: `modalities` unless `kw` names them, with the user's text/image columns wired in."
+    if not name.startswith("fusion-"): return kw
+    mods = kw.get("modalities", modalities)
+    mods = mods.split("+") if isinstance(mods, str) else list(mods)
+    mkw = {k: dict(v) for k, v in (kw.get("modality_kw") or {}).items()}
+    for k in GIVEN:   # the user's own texts / images sit in `Dataset.meta[k]` (see `load_user_table`)
+        if k in mods and k in have: mkw.setdefault(k, {}).setdefault("column", k)
+    return {**kw, "modalities": mods, "modality_kw": mkw}
+
+# %% ../nbs/18a_predictor_columns.ipynb #f7bfef0f
+def read_given(df:pd.DataFrame, columns:dict, # kind -> the column the predictor learnt from (None: it had none)
+               forms:list, errs:list, # per-row formulas and errors (from `read_rows`), updated for bad cells
+              ) -> tuple[dict, set]:
+    "({kind: value or None per row} for each kind the predictor uses, the kinds `df` has)."
+    given, present = {k: [None] * len(df) for k, c in columns.items() if c}, set()
+    for k in given:
+        col = columns[k]
+        if col not in df: continue
+        present.add(k)
+        for i, v in enumerate(df[col]):
+            given[k][i], e = given_value(v, k, df.attrs.get("folder"))
+            if e and forms[i] is not None: forms[i], errs[i] = None, f"{k} column {col!r}: {e}"
+    return given, present

@@ -152,3 +152,54 @@ def test_structure_column_adds_crystal_graph_models(tmp_path):
     with pytest.raises(ConfigError, match="structure column"):
         Predictor("v", verbosity=0).fit(df.assign(formula=[c.composition.reduced_formula for c in cells]).drop(columns="cif"),
                                         hyperparameters=["cgcnn"])
+
+
+@pytest.fixture(scope="module")
+def own_media(tmp_path_factory):
+    "A user's CSV: formulas, a description and a picture file (relative path) per row; row 2 lacks a text, row 4 a picture."
+    import matplotlib; matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from mmlit.data.structures import load_structure_set
+    d = tmp_path_factory.mktemp("media")
+    structs = [s for s in load_structure_set("pymatgen_structures", progress=False).structures if s.is_ordered]
+    rows = []
+    for i, s in enumerate(structs):
+        plt.imsave(d/f"{i}.png", np.outer(np.arange(8), s.lattice.abc).astype(float))   # a tiny picture per material
+        rows.append(dict(formula=s.composition.reduced_formula, pic=f"{i}.png", y=s.density,
+                         notes=f"{s.composition.reduced_formula} has {len(s)} atoms in its cell, density {s.density:.2f} g/cm3."))
+    df = pd.DataFrame(rows)
+    df.loc[2, "notes"], df.loc[4, "pic"] = "", np.nan
+    df.to_csv(d/"mine.csv", index=False)
+    return d, df
+
+TINY_FUSION = {"fusion-gated": {"epochs": 2, "batch_size": 8, "modality_kw": {"image": {"size": 16, "widths": [8]}}}}
+
+def test_text_and_image_columns_train_a_fusion_family(own_media):
+    d, df = own_media
+    p = Predictor("y", verbosity=0).fit(d/"mine.csv", hyperparameters=TINY_FUSION, bag_folds=2)   # bagged: an Ensemble of fusion models
+    assert (p.text, p.image, p.uses_structures) == ("notes", "pic", False)
+    assert p.info_["modalities"] == ["composition", "text", "image"] and set(p.models_) == {"fusion-gated"}
+    mu = p.predict(d/"mine.csv")
+    assert np.isfinite(mu).all()                                           # rows 2 and 4 lack a modality: masked
+    p.save(d/"saved")
+    q = Predictor.load(d/"saved")
+    assert (q.text, q.image) == ("notes", "pic")
+    np.testing.assert_allclose(q.predict(d/"mine.csv"), mu, rtol=1e-5)
+    assert np.isfinite(q.predict(df[["formula"]])).all()                   # no text or image column at all: formulas suffice
+    other = df.assign(pic=[str(d/f) if isinstance(f, str) else f for f in df.pic])   # a DataFrame: absolute paths
+    np.testing.assert_allclose(q.predict(other), mu, rtol=1e-5)
+
+def test_bad_text_and_image_cells_are_named(own_media):
+    d, df = own_media
+    df.assign(pic=df.pic.where(df.index != 6, "nowhere/x.png")).to_csv(d/"bad.csv", index=False)
+    with pytest.raises(BadRowsError, match=r"row 8: image '.*nowhere/x.png': no such file"):   # CSV line 8
+        Predictor("y", verbosity=0).fit(d/"bad.csv", hyperparameters=["baseline-magpie-rf"])
+    with pytest.warns(UserWarning, match="row 8"):
+        p = Predictor("y", verbosity=0).fit(d/"bad.csv", hyperparameters={"baseline-magpie-rf": {"n_estimators": 10}},
+                                            bag_folds=0, on_bad="drop")
+    assert p.info_["n_train"] + p.info_["n_valid"] == len(df) - 1
+    with pytest.raises(BadRowsError, match="row 1: not a text: float 3.5"):
+        Predictor("y", text="notes", verbosity=0).fit(df[["formula", "notes", "y"]].assign(notes=df.notes.where(df.index != 1, 3.5)),
+                                                       hyperparameters=["baseline-magpie-rf"])
+    with pytest.raises(ConfigError, match="need crystal structures"):   # no text column: texts would be robocrys descriptions
+        Predictor("y", verbosity=0).fit(df[["formula", "y"]], hyperparameters={"fusion-concat": {"modalities": ["text"]}})
