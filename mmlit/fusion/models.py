@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import mmlit
 from ..core import ConfigError, DataError, seed_everything
 from ..data.core import Dataset
-from ..train.core import Trainer, TrainConfig, fit_summary
+from ..train.core import Trainer, TrainConfig, fit_summary, inference_trainer
 from ..train.data import nan_mae, resolve_targets
 from .core import MultiModalCollator, MultiModalDataset, encode_batch, make_modality, modality_settings, rows_of
 from .modules import FUSIONS, make_fusion
@@ -156,7 +156,6 @@ class FusionModel:
     @classmethod
     def load(cls, path) -> "FusionModel":
         from mmlit.registry import read_saved
-        from mmlit.train.data import TargetScaler
         meta = read_saved(path, "fusion_model.json", "FusionModel", 1); p = meta["params"]
         net = {k: p[k] for k in ("d", "head_hidden", "dropout", "modality_dropout", "loss", "aux_weight", "balance_weight")}
         fkw = {k: v for k, v in p.items() if k in ("heads", "top_k", "mode")}
@@ -164,8 +163,5 @@ class FusionModel:
         self._names, self.info = meta["names"], {k: v for k, v in p.items() if k not in ("train",)}
         self.model = FusionNet({k: m.build_encoder() for k, m in self.modalities.items()}, n_targets=len(self._names), **self.net_kw)
         self.model.load_state_dict(torch.load(Path(path)/"fusion.pt", map_location="cpu", weights_only=True))
-        self.trainer = Trainer(self.model, MultiModalDataset({k: [] for k in self.modalities}), None,
-                               replace(self.train_config, valid_frac=0, patience=None), collate_fn=MultiModalCollator(self.modalities))
-        self.trainer.scaler = None if meta["scaler"] is None else TargetScaler.from_state_dict(meta["scaler"])
-        self.trainer.model = self.trainer.accelerator.prepare_model(self.model.to(self.trainer.accelerator.device), evaluation_mode=True)
+        self.trainer = inference_trainer(self.model, self.train_config, meta["scaler"], collate_fn=MultiModalCollator(self.modalities))
         return self

@@ -5,7 +5,7 @@
 # %% ../../nbs/33_image.encoders.ipynb #34d5f047
 from __future__ import annotations
 import json, time, warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +18,8 @@ from pymatgen.core import Structure
 import mmlit
 from ..core import ConfigError, DataError, MmlitInputError, seed_everything
 from ..data.core import Dataset
-from ..train.core import Trainer, TrainConfig, fit_summary
-from ..train.data import TargetScaler, nan_mae, resolve_targets
+from ..train.core import Trainer, TrainConfig, fit_summary, inference_trainer
+from ..train.data import nan_mae, resolve_targets
 from ..train.losses import REGRESSION_LOSSES, weighted_target_loss
 from .render import RenderConfig, render_structures
 
@@ -209,8 +209,5 @@ class ImageModel:
         self = cls(r["size"], r["views"], r["extent"], c.widths, c.dim, c.view_pool, c.dropout, progress=False, cache=cache,
                    regression_loss=c.regression_loss, head_hidden_size=c.head_hidden_size)
         self.model, self._names, self.info = model, c.target_names, meta["params"]
-        self.trainer = Trainer(model, _Images(np.zeros((0, *c.render_config.shape), np.uint8)), None,
-                               replace(self.train_config, valid_frac=0, patience=None))
-        self.trainer.scaler = None if meta["scaler"] is None else TargetScaler.from_state_dict(meta["scaler"])
-        self.trainer.model = self.trainer.accelerator.prepare_model(model.to(self.trainer.accelerator.device), evaluation_mode=True)
+        self.trainer = inference_trainer(model, self.train_config, meta["scaler"])
         return self

@@ -21,7 +21,7 @@ from fastcore.basics import patch
 import mmlit
 from ..core import ConfigError, DataError, MmlitInputError, seed_everything, default_device
 from ..data.core import Dataset
-from ..train.core import Trainer, TrainConfig, fit_summary
+from ..train.core import Trainer, TrainConfig, fit_summary, inference_trainer
 from ..train.data import nan_mae, resolve_targets
 from ..train.losses import REGRESSION_LOSSES, weighted_target_loss
 from .graph import GraphConfig, bond_cosines
@@ -272,12 +272,7 @@ class GraphModel:
         model = load_structure_model(path)
         self = cls(model.config.arch, model.config.preset, device=device, progress=False)
         self.model, self._names, self.info = model, model.config.target_names, meta["params"]
-        self.trainer = Trainer(model, GraphDataset([], progress=False), None, replace(self.train_config, valid_frac=0, patience=None),
-                               collate_fn=model.config.collator())
-        from mmlit.train.data import TargetScaler
-        self.trainer.scaler = None if meta["scaler"] is None else TargetScaler.from_state_dict(meta["scaler"])
-        # prepared like a trained model's (same mixed precision on a GPU), so a reloaded model predicts the same
-        self.trainer.model = self.trainer.accelerator.prepare_model(model.to(self.trainer.accelerator.device), evaluation_mode=True)
+        self.trainer = inference_trainer(model, self.train_config, meta["scaler"], collate_fn=model.config.collator())
         return self
 
 # %% ../../nbs/23_struct.models.ipynb #8129b57a

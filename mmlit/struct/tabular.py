@@ -5,7 +5,7 @@
 # %% ../../nbs/24_struct.tabular.ipynb #d78bf556
 from __future__ import annotations
 import hashlib, json, os, time, warnings
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +17,8 @@ from ..core import ConfigError, DataError, cache_dir, seed_everything
 from ..data.core import Dataset
 from ..data.structures import map_structures
 from ..baseline import MagpieFeaturizer
-from ..train.core import Trainer, TrainConfig, fit_summary
-from ..train.data import TargetScaler, nan_mae, resolve_targets
+from ..train.core import Trainer, TrainConfig, fit_summary, inference_trainer
+from ..train.data import nan_mae, resolve_targets
 from ..train.losses import weighted_target_loss
 
 # %% auto #0
@@ -215,10 +215,7 @@ class TabularModel:
         self._names, self.info = meta["names"], {k: v for k, v in p.items() if k != "train"}
         self.model = TabularNet(TabularEncoder(meta["d_in"], self.dim, self.hidden, self.dropout), len(self._names), self.loss)
         self.model.load_state_dict(torch.load(path/"tabular.pt", map_location="cpu", weights_only=True))
-        self.trainer = Trainer(self.model, _Vectors(np.zeros((0, meta["d_in"]))), None,
-                               replace(self.train_config, valid_frac=0, patience=None))
-        self.trainer.scaler = None if meta["scaler"] is None else TargetScaler.from_state_dict(meta["scaler"])
-        self.trainer.model = self.trainer.accelerator.prepare_model(self.model.to(self.trainer.accelerator.device), evaluation_mode=True)
+        self.trainer = inference_trainer(self.model, self.train_config, meta["scaler"])
         return self
 
     def get_params(self) -> dict:

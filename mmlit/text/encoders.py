@@ -17,7 +17,7 @@ from transformers import (AutoConfig, AutoModel, AutoTokenizer, BertConfig, Bert
 
 from ..core import ConfigError, DataError, cache_dir, seed_everything
 from ..data.core import Dataset
-from ..train.core import Trainer, TrainConfig, fit_summary
+from ..train.core import Trainer, TrainConfig, fit_summary, inference_trainer
 from ..train.data import nan_mae, resolve_targets
 from .describe import describe_structures, fallback_description
 
@@ -305,11 +305,7 @@ class TextModel:
         self._names, self.info = meta["names"], {k: v for k, v in p.items() if k not in ("train",)}
         self.model = TextHead(meta["d_in"], len(self._names), self.hidden, self.dropout, self.loss)
         self.model.load_state_dict(torch.load(path/"head.pt", map_location="cpu", weights_only=True))
-        self.trainer = Trainer(self.model, _Vectors(np.zeros((0, meta["d_in"]))), None,
-                               replace(self.train_config, valid_frac=0, patience=None, progress=False))
-        from mmlit.train.data import TargetScaler
-        self.trainer.scaler = None if meta["scaler"] is None else TargetScaler.from_state_dict(meta["scaler"])
-        self.trainer.model = self.trainer.accelerator.prepare_model(self.model.to(self.trainer.accelerator.device), evaluation_mode=True)
+        self.trainer = inference_trainer(self.model, self.train_config, meta["scaler"])
         return self
 
     def get_params(self) -> dict:

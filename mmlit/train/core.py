@@ -7,7 +7,7 @@ from __future__ import annotations
 import os, random, time
 from collections.abc import Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from itertools import islice
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from .data import (EpochBatchSampler, TargetScaler, _labels, _set_labels, check_
 
 # %% auto #0
 __all__ = ['TrainConfig', 'make_optimizer', 'make_scheduler', 'atomic_save', 'get_rng_state', 'set_rng_state', 'torch_threads',
-           'TrainingDivergedError', 'Callback', 'Trainer', 'cat_ragged', 'fit_summary']
+           'TrainingDivergedError', 'Callback', 'Trainer', 'cat_ragged', 'fit_summary', 'inference_trainer']
 
 # %% ../../nbs/05_train.core.ipynb #fc3f4a43
 _SCHEDULES = ("cosine", "linear", "constant", "onecycle")
@@ -462,3 +462,13 @@ def fit_summary(trainer:Trainer, history:pd.DataFrame, # what `trainer.fit()` re
     return dict(n_train=n_train, n_valid=n_valid, **prep, train_seconds=train_seconds, epochs_run=len(history),
                 best_epoch=getattr(trainer, "best_epoch", None), **{k: more[k] for k in extra},
                 history=history.drop(columns=["step", "lr"], errors="ignore").round(6).to_dict("list"))  # learning curves
+
+# %% ../../nbs/05_train.core.ipynb #fa4a5893
+def inference_trainer(model:torch.nn.Module, config:TrainConfig, # the wrapper's settings (device, precision, batch size)
+                      scaler:dict|None=None, # the saved `TargetScaler.state_dict()`, or None (targets were not scaled)
+                      collate_fn=pad_collate) -> Trainer:
+    "A predict-only `Trainer` for a reloaded `model`, prepared like a trained one so it predicts the same."
+    t = Trainer(model, [], None, replace(config, valid_frac=0, patience=None), collate_fn=collate_fn)
+    t.scaler = None if scaler is None else TargetScaler.from_state_dict(scaler)
+    t.model = t.accelerator.prepare_model(model.to(t.accelerator.device), evaluation_mode=True)
+    return t
