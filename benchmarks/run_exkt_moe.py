@@ -69,14 +69,18 @@ def gates(val, test, seed:int):
              "gated MoE + disagreement (tree, exKT)": (["tree", "exkt"], GATE_FEATURES + ["disagreement"], 0),
              "constant blend (tree, exKT, RF)": (["tree", "exkt", "rf"], [], 0),
              "gated MoE (tree, exKT, RF)": (["tree", "exkt", "rf"], GATE_FEATURES, 0)}
-    out, weights = {}, {}
+    out, weights, training = {}, {}, {}
     for d in (val, test): d["disagreement"] = (d.exkt - d.tree).abs()
     for name, (experts, feats, hidden) in specs.items():
         moe = MixtureOfExperts(features=feats, hidden=hidden, seed=seed).fit(val, val[experts].to_numpy(), val.y, experts)
         out[name] = moe.predict(test, test[experts].to_numpy())
+        h = moe.history_   # the gate's own held-out fifth of the validation rows: does it learn anything that transfers?
+        training[name] = dict(epochs_run=len(h), best_epoch=int(h.epoch.loc[h.valid_loss.idxmin()]),
+                              valid_loss_first_epoch=round(float(h.valid_loss.iloc[0]), 5), valid_loss_best=round(float(h.valid_loss.min()), 5),
+                              train_loss_last_epoch=round(float(h.train_loss.iloc[-1]), 5))
         weights[name] = dict(zip(experts, moe.weights(test).mean(0).round(4).tolist()))
         weights[name + " (exKT weight)"] = moe.weights(test)[:, experts.index("exkt")]
-    return out, weights
+    return out, weights, training
 
 def plot(bins:pd.DataFrame, path:Path, title:str):
     import matplotlib; matplotlib.use("Agg")
@@ -115,10 +119,12 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     vf = out/"val_predictions.csv.gz"
     if vf.exists() and not a.refit_val: vdf = pd.read_csv(vf); print(f"validation experts read from {vf}")
-    else: vdf = val_stage(b, inner, val, a.seed); vdf.to_csv(vf, index=False)
+    else:
+        t1 = time.time(); vdf = val_stage(b, inner, val, a.seed); vdf.to_csv(vf, index=False)
+        (out/"val_stage.json").write_text(json.dumps(dict(wall_seconds=round(time.time() - t1, 1))))
     if list(vdf.id.astype(str)) != [str(i) for i in val.ids]: sys.exit(f"{vf} holds other rows: rerun with --refit-val")
     tdf, agree = test_stage(b, tr, te, run)
-    preds, weights = gates(vdf, tdf, a.seed)
+    preds, weights, training = gates(vdf, tdf, a.seed)
     y = tdf.y.to_numpy()
     mae = lambda p, d=tdf: float(np.mean(np.abs(np.asarray(p) - d.y.to_numpy())))
     experts = {"tuned tree (composition)": "tree", "exKT (predicted structures, RF fallback)": "exkt", "magpie RF (composition)": "rf"}
@@ -149,6 +155,7 @@ def main(argv=None):
                 "more than this script's budget allows for the validation refit",
                 test_confidence_agreement=agree, mae=res, best_expert_on_test=best_test, bootstrap=boot,
                 moe_beats_both=bool(boot["gated MoE - exkt"]["hi"] < 0 and boot["gated MoE - tree"]["hi"] < 0),
+                gate_training=training, val_stage=json.loads((out/"val_stage.json").read_text()) if (out/"val_stage.json").exists() else None,
                 mean_weights=weights and {k: v for k, v in weights.items() if not k.endswith("(exKT weight)")},
                 mae_by_match=matched, mae_by_similarity=json.loads(bins.to_json(orient="index")),
                 val_mae={c: mae(vdf[c], vdf) for c in ("tree", "exkt", "rf")}, seed=a.seed,
