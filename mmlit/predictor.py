@@ -194,7 +194,7 @@ def fit(self:Predictor, train_data, # DataFrame or CSV path: a composition colum
         valid, _ = load_user_table(tune, self.label, self.composition if self.composition in tdf else None, self.structure,
                                    *(c if c in tdf else None for c in (self.text, self.image)), find=False, name="tuning",
                                    task_type=train.task_type, on_bad=on_bad)
-        valid = with_given(valid, [k for k in GIVEN if given[k]])   # a column it lacks: those modalities are missing
+        valid = with_given(valid, [g for g in GIVEN if given[g]])   # a column it lacks: those modalities are missing
         fit_rows, k = train, 0
     elif k: fit_rows, valid = train, None
     else: fit_rows, valid = train.train_valid_split(holdout_frac, seed)
