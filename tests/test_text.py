@@ -1,5 +1,6 @@
 "Text modality: robocrys descriptions (cache, fallback, shared-file equality), cached frozen encoders, MLM BERT, TextModel."
 import gzip, json, time
+from importlib.metadata import version
 from importlib.util import find_spec
 
 import numpy as np
@@ -78,6 +79,21 @@ def test_descriptions_equal_the_shared_file(tmp_path):
     assert rm.MoleculeNamer().molecule_db is rm.MoleculeNamer().molecule_db
     df2 = describe_structures(structs, ids=rows, cache=tmp_path, progress=False)   # from the cache
     assert df2.description.tolist() == ref.description.tolist() and df2.seconds.isna().all()
+
+
+@pytest.mark.skipif(PHONONS is None or not (PHONONS/"descriptions.csv.gz").exists() or find_spec("robocrys") is None,
+                    reason="needs the shared structures/matbench_phonons folder (MMLIT_DATA) and robocrys")
+def test_fast_minerals_equal_the_shared_file(tmp_path):
+    "The reduce-once mineral matcher gives robocrys' default text, cached in its own folder."
+    ref = pd.read_csv(PHONONS/"descriptions.csv.gz").set_index("row")
+    rows = [0, 1, 2]   # rock salt and zincblende (AFLOW mineral matches), and one without a mineral name
+    assert "Rock Salt" in ref.description[0] and "Zincblende" in ref.description[1]
+    with gzip.open(PHONONS/"matbench_phonons.json.gz", "rt") as f: d = json.load(f)
+    structs = [Structure.from_dict(d["data"][r][d["columns"].index("structure")]) for r in rows]
+    df = describe_structures(structs, ids=rows, n_jobs=1, cache=tmp_path, progress=False, fast_minerals=True)
+    assert (df.source == "robocrys").all(), df.error.tolist()
+    assert df.description.tolist() == ref.description.loc[rows].tolist()
+    assert [p.name for p in tmp_path.iterdir()] == [f"robocrys-{version('robocrys')}-fastminerals"]
 
 
 MP20 = None if SD is None else SD/"structures"/"mp_20_pilot"

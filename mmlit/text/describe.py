@@ -38,7 +38,7 @@ def fallback_description(structure:Structure, # the structure to describe
             f"{len(structure)} atoms ({formula}) and the density is {structure.density:.2f} g/cm³.")
 
 # %% ../../nbs/30_text.describe.ipynb #dbd062f2
-_ROBOCRYS = None
+_ROBOCRYS = {}   # fast_minerals -> (condenser, describer), built once per process
 
 def robocrys_version() -> str:
     "The installed robocrys version (part of every cache key), or 'absent'."
@@ -53,16 +53,16 @@ def _cached_db_loadfn(loadfn):
     load._mmlit_cached = True
     return load
 
-def _load_robocrys():
-    global _ROBOCRYS
-    if _ROBOCRYS is None:
+def _load_robocrys(fast_minerals:bool=False):
+    if fast_minerals not in _ROBOCRYS:
         try:
             import robocrys.condense.molecule as rm
             from robocrys import StructureCondenser, StructureDescriber
         except ImportError: raise ConfigError("descriptions need robocrys: pip install robocrys") from None
         if not getattr(rm.loadfn, "_mmlit_cached", False): rm.loadfn = _cached_db_loadfn(rm.loadfn)
-        _ROBOCRYS = (StructureCondenser(), StructureDescriber())
-    return _ROBOCRYS
+        condenser = StructureCondenser(mineral_matcher=_reduce_once_mineral_matcher()) if fast_minerals else StructureCondenser()
+        _ROBOCRYS[fast_minerals] = (condenser, StructureDescriber())
+    return _ROBOCRYS[fast_minerals]
 
 _CONN = r"(?:corner|edge|face)"
 _CONN_LIST = re.compile(rf"\b({_CONN}(?:(?:, and |, | and ){_CONN})+)-sharing")
@@ -76,9 +76,11 @@ def canonical_description(text:str) -> str:
     "robocrys text made process-independent: connectivity lists sorted, numpy scalar reprs (`np.int64(1)`) as plain numbers."
     return _NP_SCALAR.sub(r"\1", _CONN_LIST.sub(_sorted_conn, text))
 
-def robocrys_description(structure:Structure) -> str:
+def robocrys_description(structure:Structure, # the structure to describe
+                         fast_minerals:bool=False, # reduce each AFLOW prototype once: same text, faster (see "A faster mineral match")
+                        ) -> str:
     "robocrys' description of `structure` with its default condenser and describer, made canonical."
-    condenser, describer = _load_robocrys()
+    condenser, describer = _load_robocrys(fast_minerals)
     return canonical_description(describer.describe(condenser.condense_structure(structure)))
 
 class _Timeout(Exception): pass
@@ -115,6 +117,7 @@ def describe_structures(structures:list, # pymatgen Structures
                         cache:bool|str|Path=True, # True: the mmlit cache folder; a folder; False: no cache
                         progress:bool=True, # tqdm bar
                         describe_fn=None, # Structure -> str instead of robocrys (its name keys the cache)
+                        fast_minerals:bool=False, # robocrys with the reduce-once mineral matcher (own cache folder)
                        ) -> pd.DataFrame:
     "Robocrys descriptions (`id, description, source, error, seconds`) of `structures`, falling back per structure."
     if not isinstance(n_jobs, int) or n_jobs < 1: raise ConfigError(f"n_jobs must be an integer >= 1, got {n_jobs!r}")
@@ -124,15 +127,16 @@ def describe_structures(structures:list, # pymatgen Structures
     if len(ids) != len(structures): raise DataError(f"{len(ids)} ids for {len(structures)} structures")
     bad = [ids[i] for i, s in enumerate(structures) if not isinstance(s, Structure)]
     if bad: raise DataError(f"not pymatgen Structures: ids {bad[:10]}")
-    fn = robocrys_description if describe_fn is None else describe_fn
-    tag = f"robocrys-{robocrys_version()}" if describe_fn is None else f"custom-{fn.__module__}.{fn.__qualname__}"
+    if fast_minerals and describe_fn is not None: raise ConfigError("fast_minerals=True is a robocrys setting: it cannot go with describe_fn")
+    fn = (functools.partial(robocrys_description, fast_minerals=True) if fast_minerals else robocrys_description) if describe_fn is None else describe_fn
+    tag = (f"robocrys-{robocrys_version()}" + ("-fastminerals" if fast_minerals else "")) if describe_fn is None else f"custom-{fn.__module__}.{fn.__qualname__}"
     root = None if cache is False else (cache_dir("descriptions") if cache is True else Path(cache))/tag.replace("<", "").replace(">", "")
     keys = [structure_key(s) for s in structures]
     found = {k: r for k in set(keys) if root is not None and (r := _read_json(root/k[:2]/f"{k}.json")) is not None}
     todo = {k: i for i, k in enumerate(keys) if k not in found}   # one run per distinct structure
     made = {}
     if todo:
-        if describe_fn is None: _load_robocrys()   # imported once here, inherited by the forked workers
+        if describe_fn is None: _load_robocrys(fast_minerals)   # imported once here, inherited by the forked workers
         bar = tqdm(total=len(todo), desc="robocrys descriptions", disable=not progress, leave=False)
         with ProcessPoolExecutor(min(n_jobs, len(todo)), mp_context=get_context("fork")) as pool:
             futs = {pool.submit(_describe_one, structures[i], timeout, fn): k for k, i in todo.items()}
@@ -148,6 +152,38 @@ def describe_structures(structures:list, # pymatgen Structures
             made[k] = r
     rows = [dict(id=i, **{**found[k], "seconds": float("nan")}) if k in found else dict(id=i, **made[k]) for i, k in zip(ids, keys)]
     return pd.DataFrame(rows, columns=["id", "description", "source", "error", "seconds"])
+
+# %% ../../nbs/30_text.describe.ipynb #2c48d2ea
+_REDUCED_PROTOTYPES = {}   # (id(prototype), primitive?, ignored species) -> (prototype, its reduced copy)
+
+def _reduced_for_match(sm, s:Structure) -> Structure:
+    "What `sm.fit_anonymous` reduces `s` to before matching: species processed, then pymatgen's (cached) reduction."
+    return sm._get_reduced_structure(sm._process_species([s])[0], sm._primitive_cell, True)
+
+def _reduce_once_match_prototype(self, structure_matcher, s:Structure) -> list:
+    "robocrys 0.2.13's `ReducedAflowPrototypeMatcher._match_prototype`, reducing each prototype and `s` once."
+    from robocrys.condense.mineral import _get_row_data
+    sm, tags = structure_matcher, []
+    s_reduced = _reduced_for_match(sm, s)
+    for _, row in self._mineral_db.iterrows():   # the db sorted by fingerprint distance, as robocrys iterates it
+        p = row["structure"]
+        key = (id(p), sm._primitive_cell, tuple(sm._ignored_species or ()))
+        hit = _REDUCED_PROTOTYPES.get(key)
+        if hit is None or hit[0] is not p: hit = _REDUCED_PROTOTYPES[key] = (p, _reduced_for_match(sm, p))
+        if sm.fit_anonymous(hit[1], s_reduced, skip_structure_reduction=True): tags.append(_get_row_data(row))
+    return tags
+
+def _reduce_once_mineral_matcher():
+    "A robocrys `MineralMatcher` whose AFLOW prototype match reduces each structure once (same matches)."
+    from robocrys.condense.mineral import MineralMatcher, ReducedAflowPrototypeMatcher
+    class ReduceOnceAflowMatcher(ReducedAflowPrototypeMatcher): _match_prototype = _reduce_once_match_prototype
+    class ReduceOnceMineralMatcher(MineralMatcher):
+        def get_aflow_matches(self, structure):   # robocrys' own, with the matcher above
+            self._set_distance_matrix(structure)
+            return ReduceOnceAflowMatcher(initial_ltol=self.initial_ltol, initial_stol=self.initial_stol,
+                                          initial_angle_tol=self.initial_angle_tol,
+                                          mineral_db=self._mineral_db).get_prototypes(structure)
+    return ReduceOnceMineralMatcher()
 
 # %% ../../nbs/30_text.describe.ipynb #dc7a11f2
 SHARED_DESCRIPTIONS = {"matbench_phonons": "row", "mp_20_pilot": "material_id"}   # set -> id column of its file
