@@ -203,3 +203,8 @@ def test_bad_text_and_image_cells_are_named(own_media):
                                                        hyperparameters=["baseline-magpie-rf"])
     with pytest.raises(ConfigError, match="need crystal structures"):   # no text column: texts would be robocrys descriptions
         Predictor("y", verbosity=0).fit(df[["formula", "y"]], hyperparameters={"fusion-concat": {"modalities": ["text"]}})
+
+def test_presets_add_fusion_families_for_extra_columns(own_media):
+    d, _ = own_media
+    tried = lambda presets: set(Predictor("y", verbosity=0).fit(d/"mine.csv", presets=presets, time_limit=1).leaderboard().model)
+    assert "fusion-concat" in tried("medium") and not any(m.startswith("fusion-") for m in tried("fast"))   # (skipped: time limit)
