@@ -16,7 +16,7 @@ from .core import DataError, ConfigError
 
 # %% auto #0
 __all__ = ['mae', 'rmse', 'mad', 'mad_mae', 'mae_mad', 'rmse_rmsd', 'roc_auc', 'regression_scores', 'classification_scores',
-           'matbench_scores', 'hardware_info', 'FoldResult', 'BenchResult', 'paired_mean']
+           'matbench_scores', 'hardware_info', 'FoldResult', 'BenchResult', 'paired_mean', 'bootstrap_mean']
 
 # %% ../nbs/03_metrics.ipynb #30c9865c
 def _pair(y_true, y_pred):
@@ -251,6 +251,17 @@ def paired_mean(a:BenchResult, b:BenchResult) -> pd.DataFrame:
         out.append(dict(fold=fa.fold, mae=float(np.abs((pa + pb.reindex(pa.index)) / 2 - y).mean()),
                         cpu=(fa.cpu_time + fb.cpu_time) / 60))
     return pd.DataFrame(out, columns=["fold", "mae", "cpu"])
+
+# %% ../nbs/03_metrics.ipynb #8c560c32
+def bootstrap_mean(d, # (n,) paired per-row differences, e.g. |err_a| - |err_b|
+                   n_boot:int=2000, level:float=0.95, seed:int=0) -> dict:
+    "Mean of `d` and its percentile-bootstrap interval over the rows; `boot` holds the resampled means."
+    d = np.asarray(d, dtype=float).ravel()
+    if len(d) < 2: raise DataError(f"a bootstrap needs >= 2 rows, got {len(d)}")
+    if not 0 < level < 1: raise ConfigError(f"level must be in (0, 1), got {level!r}")
+    boot = d[np.random.default_rng(seed).integers(0, len(d), (n_boot, len(d)))].mean(1)
+    lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
+    return dict(mean=float(d.mean()), lo=float(lo), hi=float(hi), boot=boot)
 
 # %% ../nbs/03_metrics.ipynb #feb39bd2
 def _br_to_markdown(self:BenchResult, metrics:list|None=None) -> str:

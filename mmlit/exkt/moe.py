@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..core import ConfigError, DataError
+from ..metrics import bootstrap_mean
 from ..train.core import Trainer, TrainConfig
 
 # %% auto #0
@@ -144,11 +145,8 @@ def paired_bootstrap_mae(y, # (n,) targets
     y, a, b = (np.asarray(v, dtype=float).ravel() for v in (y, a, b))
     if not len(y) == len(a) == len(b) or len(y) < 2: raise DataError(f"need >= 2 rows and equal lengths, got {len(y)}, {len(a)}, {len(b)}")
     if not 0 < level < 1: raise ConfigError(f"level must be in (0, 1), got {level!r}")
-    d = np.abs(a - y) - np.abs(b - y)
-    idx = np.random.default_rng(seed).integers(0, len(d), (n_boot, len(d)))
-    boot = d[idx].mean(1)
-    lo, hi = np.quantile(boot, [(1 - level)/2, (1 + level)/2])
-    return dict(diff=float(d.mean()), lo=float(lo), hi=float(hi), level=level, n_boot=n_boot, p_a_better=float((boot < 0).mean()))
+    r = bootstrap_mean(np.abs(a - y) - np.abs(b - y), n_boot, level, seed)
+    return dict(diff=r["mean"], lo=r["lo"], hi=r["hi"], level=level, n_boot=n_boot, p_a_better=float((r["boot"] < 0).mean()))
 
 # %% ../../nbs/48_exkt.moe.ipynb #a41e6119
 def mae_by_bins(y, # (n,) targets
