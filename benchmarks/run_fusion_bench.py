@@ -37,19 +37,29 @@ def seed_text_cache(ds, shared):
 def done_keys():
     return set() if not RUNS.exists() else set(pd.read_csv(RUNS).key)
 
-def run(key, task, split, model_kw, train, test, target, **extra):
-    if key in done_keys(): print("skip", key, flush=True); return
+def append_row(path:Path, row:dict):
+    "Append one result row; a file written with other columns is rewritten with the union (appends stay cheap)."
+    new = pd.DataFrame([row])
+    if path.exists() and list(pd.read_csv(path, nrows=0).columns) != list(new.columns):
+        pd.concat([pd.read_csv(path), new], ignore_index=True).to_csv(path, index=False)
+    else: new.to_csv(path, mode="a", header=not path.exists(), index=False)
+
+def fit_and_score(key, model_kw, train, test, target, test_target=None, **extra) -> tuple[dict, tuple]:
+    "Fit a FusionModel on `train`, score it on `test` (its `test_target` column, default `target`): (result row, (y, prediction))."
     t0, c0 = time.time(), time.process_time()
     m = FusionModel(target=target, **{**TRAIN, **model_kw}).fit(train)
-    p = m.predict(test)
-    y = test.targets[target].to_numpy(float)
-    row = dict(key=key, task=task, split=split, model=m.name, modalities="+".join(m.modality_names), fusion=m.fusion,
-               **{k: float(v) for k, v in regression_scores(y, p).items()}, n_train=m.info["n_train"], n_valid=m.info["n_valid"],
-               n_test=len(test), epochs=m.train_config.epochs, epochs_run=m.info["epochs_run"], best_epoch=m.info["best_epoch"],
-               seed=m.train_config.seed, n_parameters=m.info["n_parameters"], featurize_s=round(m.info["featurize_seconds"], 1),
-               train_s=round(m.info["train_seconds"], 1), wall_s=round(time.time() - t0, 1), cpu_s=round(time.process_time() - c0, 1),
-               hardware=hardware_info(), created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra)
-    pd.DataFrame([row]).to_csv(RUNS, mode="a", header=not RUNS.exists(), index=False)
+    p, y = m.predict(test), test.targets[test_target or target].to_numpy(float)
+    return dict(key=key, **extra, model=m.name, modalities="+".join(m.modality_names), fusion=m.fusion,
+                **{k: float(v) for k, v in regression_scores(y, p).items()}, n_train=m.info["n_train"], n_valid=m.info["n_valid"],
+                n_test=len(test), epochs=m.train_config.epochs, epochs_run=m.info["epochs_run"], best_epoch=m.info["best_epoch"],
+                seed=m.train_config.seed, n_parameters=m.info["n_parameters"], featurize_s=round(m.info["featurize_seconds"], 1),
+                train_s=round(m.info["train_seconds"], 1), wall_s=round(time.time() - t0, 1), cpu_s=round(time.process_time() - c0, 1),
+                hardware=hardware_info(), created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())), (y, p)
+
+def run(key, task, split, model_kw, train, test, target):
+    if key in done_keys(): print("skip", key, flush=True); return
+    row, _ = fit_and_score(key, model_kw, train, test, target, task=task, split=split)
+    append_row(RUNS, row)
     print(key, f"mae={row['mae']:.4g}", f"{row['wall_s']}s", flush=True)
 
 PHONON_MODELS = {   # name -> FusionModel keywords
@@ -133,17 +143,10 @@ def transfer(models:list):
         for name in models:
             key = f"{src}->{dst}/{name}"
             if key in done: print("skip", key, flush=True); continue
-            t0, c0 = time.time(), time.process_time()
-            kw = {**TRAIN, **PHONON_MODELS[name], "epochs": MP20["epochs"], "patience": MP20["patience"]}
-            m = FusionModel(target=ty, **kw).fit(tr)
-            p, y = m.predict(te), te.targets[ey].to_numpy(float)
-            row = dict(key=key, source=src, target_set=dst, model=m.name, modalities="+".join(m.modality_names), fusion=m.fusion,
-                       **{k: float(v) for k, v in regression_scores(y, p).items()},
-                       spearman=float(spearmanr(y, p).statistic), pearson=float(pearsonr(y, p).statistic),
-                       n_train=len(tr), n_test=len(te), seed=m.train_config.seed, wall_s=round(time.time() - t0, 1),
-                       cpu_s=round(time.process_time() - c0, 1), hardware=hardware_info(),
-                       created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-            pd.DataFrame([row]).to_csv(TRANSFER, mode="a", header=not TRANSFER.exists(), index=False)
+            kw = {**PHONON_MODELS[name], "epochs": MP20["epochs"], "patience": MP20["patience"]}
+            row, (y, p) = fit_and_score(key, kw, tr, te, ty, test_target=ey, source=src, target_set=dst)
+            row.update(spearman=float(spearmanr(y, p).statistic), pearson=float(pearsonr(y, p).statistic))
+            append_row(TRANSFER, row)
             print(key, f"mae={row['mae']:.4g} spearman={row['spearman']:.3f}", flush=True)
 
 if __name__ == "__main__":
