@@ -7,7 +7,7 @@ from __future__ import annotations
 import os, random, time
 from collections.abc import Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from itertools import islice
 from pathlib import Path
 
@@ -21,93 +21,13 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from ..core import ConfigError, DataError, seed_everything
+from .config import TrainConfig, make_optimizer, make_scheduler
 from .data import (EpochBatchSampler, TargetScaler, _labels, _set_labels, check_finite_targets,
                               dataset_lengths, dataset_targets, pad_collate)
 
 # %% auto #0
-__all__ = ['TrainConfig', 'make_optimizer', 'make_scheduler', 'atomic_save', 'get_rng_state', 'set_rng_state', 'torch_threads',
-           'TrainingDivergedError', 'Callback', 'Trainer', 'cat_ragged', 'fit_summary', 'inference_trainer']
-
-# %% ../../nbs/05_train.core.ipynb #fc3f4a43
-_SCHEDULES = ("cosine", "linear", "constant", "onecycle")
-
-@dataclass
-class TrainConfig:
-    "Every knob of a training run (saved inside each checkpoint)."
-    lr:float = 1e-3                 # peak learning rate (AdamW)
-    weight_decay:float = 0.01       # AdamW weight decay (not applied to biases and norm weights)
-    epochs:int = 10                 # maximum number of epochs
-    batch_size:int = 32             # per-device training batch size
-    eval_batch_size:int|None = None # defaults to 2 * batch_size
-    warmup_frac:float = 0.1         # fraction of all steps used for linear warmup (one-cycle: the rising phase)
-    schedule:str = "cosine"         # "cosine", "linear", "constant" (all with warmup) or "onecycle"
-    grad_clip:float|None = 1.0      # max gradient norm (None: no clipping)
-    valid_frac:float = 0.1          # fraction of train carved out for validation when no valid set is given
-    patience:int|None = None        # early-stopping patience in epochs (None: no early stopping)
-    average_top_k:int = 0           # after fit, average the weights of the k best epochs if that validates better (0: off)
-    monitor:str = "valid_loss"      # history column used by early stopping and best-checkpoint restore
-    mode:str = "min"                # "min" or "max" for `monitor`
-    seed:int = 0                    # seeds the RNGs, the valid split and the batch order
-    mixed_precision:str = "auto"    # "auto" (bf16 on a bf16-capable GPU, else "no"), "no", "bf16", "fp16"
-    cpu:bool = False                # force the CPU even if a GPU is present
-    out_dir:str|None = None         # where checkpoints, best.pt, history.csv and learning_curve.png go
-    save_every_n_steps:int = 0      # also checkpoint every N optimizer steps (0: only at epoch ends)
-    num_workers:int = 0             # DataLoader workers
-    bucket_by_length:bool = True    # group items of similar length into batches (needs lengths, see below)
-    bucket_mult:int = 50            # bucketing window = bucket_mult * batch_size items
-    drop_last:bool = False          # drop each epoch's last incomplete training batch when the set holds more than one
-                                    # batch (BatchNorm models: a last batch of one single-atom crystal cannot be normalised)
-    scale_targets:bool = True       # standardise float targets with a `TargetScaler` fitted on train
-    deterministic:bool = False      # torch.use_deterministic_algorithms(True) for the run
-    log_every:int = 10              # steps between progress updates and loss finiteness checks
-    progress:bool = True            # tqdm progress bar
-    num_threads:int|None = None     # torch CPU threads while fitting/predicting, restored afterwards (None: leave
-                                    # torch's setting); small models on a few shared cores are fastest on 1
-    time_limit:float|None = None    # wall-clock seconds for `fit`: once spent, the epoch ends early (still validated)
-                                    # and training stops; the best checkpoint is kept as usual (None: no limit)
-
-    def __post_init__(self):
-        def bad(name, why): raise ConfigError(f"TrainConfig.{name}={getattr(self, name)!r}: {why}")
-        if not self.lr > 0: bad("lr", "must be > 0")
-        for k in ("epochs", "batch_size", "log_every", "bucket_mult"):
-            if not isinstance(getattr(self, k), int) or getattr(self, k) < 1: bad(k, "must be an integer >= 1")
-        if not 0 <= self.warmup_frac < 1: bad("warmup_frac", "must be in [0, 1)")
-        if not 0 <= self.valid_frac < 1: bad("valid_frac", "must be in [0, 1)")
-        if self.schedule not in _SCHEDULES: bad("schedule", f"must be one of {_SCHEDULES}")
-        if self.mode not in ("min", "max"): bad("mode", "must be 'min' or 'max'")
-        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"): bad("mixed_precision", "auto|no|bf16|fp16")
-        if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
-            bad("patience", "must be None or an integer >= 1")
-        if self.save_every_n_steps < 0: bad("save_every_n_steps", "must be >= 0")
-        if not isinstance(self.average_top_k, int) or self.average_top_k < 0 or self.average_top_k == 1:
-            bad("average_top_k", "must be 0 (off) or an integer >= 2")
-        if self.num_threads is not None and (not isinstance(self.num_threads, int) or self.num_threads < 1):
-            bad("num_threads", "must be None or an integer >= 1")
-        if self.save_every_n_steps and self.out_dir is None: bad("save_every_n_steps", "needs out_dir")
-        if self.time_limit is not None and not self.time_limit > 0: bad("time_limit", "must be None or > 0 seconds")
-
-# %% ../../nbs/05_train.core.ipynb #561937a8
-def make_optimizer(model, config:TrainConfig) -> torch.optim.AdamW:
-    "AdamW with weight decay on weight matrices only (not biases, norms or other 1-d parameters)."
-    ps = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in ps if p.ndim >= 2], "weight_decay": config.weight_decay},
-              {"params": [p for p in ps if p.ndim < 2], "weight_decay": 0.0}]
-    fused = bool(ps) and all(p.is_cuda for p in ps)
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, fused=fused or None,
-                             foreach=None if fused else True)   # fused kernels on GPU, multi-tensor ops on CPU
-
-def make_scheduler(optimizer, config:TrainConfig, total_steps:int):
-    "Per-step LR schedule: warmup + cosine/linear/constant (transformers) or torch's `OneCycleLR`."
-    import transformers as tf
-    warm = int(round(config.warmup_frac * total_steps))
-    if config.schedule == "onecycle":
-        if total_steps < 4:   # OneCycleLR needs >= 1 step per phase (a tiny dataset): keep the peak rate instead
-            return tf.get_constant_schedule(optimizer)
-        pct = min(max(config.warmup_frac, 2 / total_steps), 1 - 2 / total_steps)
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=pct)
-    if config.schedule == "constant": return tf.get_constant_schedule_with_warmup(optimizer, warm)
-    fn = tf.get_cosine_schedule_with_warmup if config.schedule == "cosine" else tf.get_linear_schedule_with_warmup
-    return fn(optimizer, warm, total_steps)
+__all__ = ['atomic_save', 'get_rng_state', 'set_rng_state', 'torch_threads', 'TrainingDivergedError', 'Callback', 'Trainer',
+           'cat_ragged', 'fit_summary', 'inference_trainer']
 
 # %% ../../nbs/05_train.core.ipynb #43bb1025
 def atomic_save(obj, path) -> Path:
