@@ -11,15 +11,15 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .core import ConfigError, CompositionError, DataError
+from .core import ConfigError, CompositionError, DataError, is_blank
 from .data.core import Dataset, BadRowsError, BadRowsWarning
 from .data.composition import parse_composition
 from .data.table import load_table, find_composition_column, find_structure_column, parse_structure
 
 # %% auto #0
 __all__ = ['TEXT_NAMES', 'IMAGE_NAMES', 'GIVEN', 'WHAT', 'read_frame', 'composition_column', 'parse_rows', 'read_rows',
-           'resolve_path', 'find_given_column', 'given_value', 'with_given', 'load_user_table', 'needs_structures',
-           'family_reads', 'fusion_modalities', 'fusion_settings', 'read_given']
+           'resolve_path', 'find_given_column', 'image_size', 'given_value', 'read_cells', 'with_given',
+           'load_user_table', 'needs_structures', 'family_reads', 'fusion_modalities', 'fusion_settings', 'read_given']
 
 # %% ../nbs/18a_predictor_columns.ipynb #8da8ed66
 def read_frame(data) -> pd.DataFrame:
@@ -74,8 +74,6 @@ TEXT_NAMES = ("text", "texts", "description", "descriptions", "robocrys", "abstr
 IMAGE_NAMES = ("image", "images", "image_path", "image_file", "img", "picture", "micrograph")
 GIVEN = ("text", "image")   # the user-supplied modalities, and their column names in `Dataset.meta`
 
-def _blank(v) -> bool: return v is None or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and not v.strip())
-
 def _is_prose(v) -> bool:
     if not isinstance(v, str) or "_cell_length_a" in v: return False
     s = "".join(v.split())
@@ -104,38 +102,59 @@ def find_given_column(df:pd.DataFrame, kind:str, # "text" or "image"
     if len(named) == 1: return named[0]
     test = _is_prose if kind == "text" else _is_image_name   # (a missing file is then named by the checks below)
     cands = named or [c for c in cols if df[c].dtype == object]
-    ok = [c for c in cands if len(v := [x for x in df[c].head(50) if not _blank(x)]) and all(test(x) for x in v)]
+    ok = [c for c in cands if len(v := [x for x in df[c].head(50) if not is_blank(x)]) and all(test(x) for x in v)]
     if len(ok) > 1: raise ConfigError(f"several columns look like {kind}s {ok}: name one (--{kind} COL)")
     return ok[0] if ok else None
 
 # %% ../nbs/18a_predictor_columns.ipynb #ae119b86
-def given_value(v, kind:str, folder=None, check:bool=True) -> tuple:
-    "(value or None, error or ''): a text as given; an image file as an absolute path (opened when `check`)."
-    if _blank(v): return None, ""
+def image_size(settings:dict, # family name -> its settings (fusion: `modality_kw["image"]["size"]`)
+              ) -> int:
+    "The size images are decoded at for these families: their image modality's `size`, the largest when they differ."
+    from mmlit.fusion.core import IMAGE_SIZE
+    return max((((kw or {}).get("modality_kw") or {}).get("image", {}).get("size", IMAGE_SIZE)
+                for n, kw in settings.items() if n.startswith("fusion-")), default=IMAGE_SIZE)
+
+def given_value(v, kind:str, folder=None, size:int|None=None, # image: decode to a (3, size, size) square; None: only resolve the path
+               ) -> tuple:
+    "(value or None, error or ''): a text as given; an image file decoded by `read_image` (with `size`), else its absolute path."
+    if is_blank(v): return None, ""
     if kind == "text": return (v, "") if isinstance(v, str) else (None, f"not a text: {type(v).__name__} {v!r}")
     if not isinstance(v, (str, Path)): return None, f"not an image file name: {type(v).__name__} {str(v)[:40]!r}"
     p = resolve_path(v, folder)
-    if check:
-        from mmlit.fusion.core import read_image
-        try: read_image(p, 8)
-        except DataError as e: return None, str(e)
-    return str(p), ""
+    if size is None: return str(p), ""
+    from mmlit.fusion.core import read_image
+    try: return read_image(p, size), ""
+    except DataError as e: return None, str(e)
 
-def _check_given(df:pd.DataFrame, cols:dict, name:str, offset:int, on_bad:str, progress:bool=False) -> dict:
-    "kind -> set of the (string forms of the) bad cells: raised as a `BadRowsError` naming rows and values, or warned."
-    bad = {}
+def read_cells(vals:list, kind:str, folder=None, size:int|None=None, progress:bool=False) -> tuple[list, list]:
+    "(value or None, error or '') of each cell, by `given_value`; a file named by several cells is decoded once."
+    seen, out = {}, []
+    for v in tqdm(vals, desc=f"reading {kind}s", leave=False, disable=not progress or len(vals) < 500):
+        key = str(resolve_path(v, folder)) if kind == "image" and isinstance(v, (str, Path)) and not is_blank(v) else None
+        if key is None: out.append(given_value(v, kind, folder, size))
+        else: out.append(seen[key] if key in seen else seen.setdefault(key, given_value(v, kind, folder, size)))
+    return [x for x, _ in out], [e for _, e in out]
+
+def _check_given(df:pd.DataFrame, cols:dict, name:str, offset:int, on_bad:str, progress:bool=False,
+                 size:int|None=None, # decode images to this size (default: `ImageModality`'s)
+                ) -> tuple[dict, dict]:
+    """({kind: set of the (string forms of the) bad cells}, {kind: {cell: value read}}): bad cells raised as a
+    `BadRowsError` naming rows and values, or warned."""
+    from mmlit.fusion.core import IMAGE_SIZE
+    bad, read = {}, {}
     for kind, col in cols.items():
         if col is None: continue
         vals = df[col].tolist()
-        errs = [(i, e) for i, v in enumerate(tqdm(vals, desc=f"checking {kind}s", leave=False, disable=not progress or len(vals) < 500))
-                if (e := given_value(v, kind, df.attrs.get("folder"))[1])]
+        got, errs = read_cells(vals, kind, df.attrs.get("folder"), size or IMAGE_SIZE, progress)
+        read[kind] = {str(v): x for v, x, e in zip(vals, got, errs) if x is not None and not e}
+        errs = [(i, e) for i, e in enumerate(errs) if e]
         if not errs: continue
         msg = (f"{name}: {len(errs)} unusable {kind} cell(s) in column {col!r}: "
                + "; ".join(f"row {i + offset}: {e}" for i, e in errs[:5]) + (" ..." if len(errs) > 5 else ""))
         if on_bad == "raise": raise BadRowsError(msg + " (empty cells are allowed; pass on_bad='drop' to drop these rows)")
         warnings.warn(msg + " (rows dropped)", BadRowsWarning)
         bad[kind] = {str(vals[i]) for i, _ in errs}
-    return bad
+    return bad, read
 
 # %% ../nbs/18a_predictor_columns.ipynb #9b36898f
 def with_given(ds:Dataset, kinds) -> Dataset:
@@ -152,6 +171,7 @@ def load_user_table(data, # CSV path or DataFrame
                     image:str|None=None, # the image column (default: found by name or content, if any)
                     find:bool=True, # look for text and image columns that are not named
                     name:str|None=None, task_type:str="auto", on_bad:str="raise", progress:bool=False,
+                    image_size:int|None=None, # images are decoded to (3, image_size, image_size) (default: `ImageModality`'s)
                    ) -> tuple[Dataset, dict]:
     "(Dataset with the given texts and images in `meta`, {'text': column or None, 'image': column or None})."
     df = read_frame(data)
@@ -162,16 +182,17 @@ def load_user_table(data, # CSV path or DataFrame
         cols[kind] = find_given_column(df, kind, col, exclude=(label, composition, scol, *other)) if col or find else None
     table = data if isinstance(data, (str, Path)) else df
     meta = [c for c in cols.values() if c is not None]
-    bad = _check_given(df, cols, name or "table", 2 if isinstance(data, (str, Path)) else 0, on_bad, progress) if meta else {}
+    bad, read = _check_given(df, cols, name or "table", 2 if isinstance(data, (str, Path)) else 0, on_bad, progress,
+                             image_size) if meta else ({}, {})
     ds = load_table(table, label=label, composition=composition, name=name, task_type=task_type, on_bad=on_bad,
                     structure=scol, meta_cols=meta or None)
     if not meta: return ds, cols
-    folder, given, keep = df.attrs.get("folder"), {}, np.ones(len(ds), bool)
-    for kind, col in cols.items():
+    given, keep = {}, np.ones(len(ds), bool)
+    for kind, col in cols.items():   # (load_table may have dropped rows: cells are matched by value, read once above)
         if col is None: continue
         raw = ds.meta[col].tolist()
         keep &= np.array([str(v) not in bad.get(kind, ()) for v in raw], bool)
-        given[kind] = [given_value(v, kind, folder, check=False)[0] for v in raw]
+        given[kind] = [None if is_blank(v) else read[kind].get(str(v)) for v in raw]
     ds.meta = pd.DataFrame(given)
     return (ds if keep.all() else ds.subset(keep)), cols
 
@@ -219,6 +240,7 @@ def fusion_settings(name:str, kw:dict, modalities:list, have:set) -> dict:
 # %% ../nbs/18a_predictor_columns.ipynb #f7bfef0f
 def read_given(df:pd.DataFrame, columns:dict, # kind -> the column the predictor learnt from (None: it had none)
                forms:list, errs:list, # per-row formulas and errors (from `read_rows`), updated for bad cells
+               image_size:int|None=None, # images are decoded to this size (default: `ImageModality`'s)
               ) -> tuple[dict, set]:
     "({kind: value or None per row} for each kind the predictor uses, the kinds `df` has)."
     given, present = {k: [None] * len(df) for k, c in columns.items() if c}, set()
@@ -226,7 +248,8 @@ def read_given(df:pd.DataFrame, columns:dict, # kind -> the column the predictor
         col = columns[k]
         if col not in df: continue
         present.add(k)
-        for i, v in enumerate(df[col]):
-            given[k][i], e = given_value(v, k, df.attrs.get("folder"))
+        from mmlit.fusion.core import IMAGE_SIZE
+        given[k], bad = read_cells(df[col].tolist(), k, df.attrs.get("folder"), image_size or IMAGE_SIZE)
+        for i, e in enumerate(bad):
             if e and forms[i] is not None: forms[i], errs[i] = None, f"{k} column {col!r}: {e}"
     return given, present

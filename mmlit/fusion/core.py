@@ -15,17 +15,17 @@ from torch_geometric.utils import to_dense_batch
 from tqdm.auto import tqdm
 from pymatgen.core import Structure
 
-from ..core import ConfigError, DataError
+from ..core import ConfigError, DataError, is_blank
 from ..data.core import Dataset
 from ..struct.graph import GraphConfig, build_graphs, to_data
 from ..struct.models import build_structure_model
 from ..struct.data import GraphCollator
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'MODALITIES', 'DEFAULT_MODALITY_KW', 'rows_of', 'given_values', 'Modality', 'node_states',
-           'GraphEncoder', 'GraphModality', 'TextEncoder', 'TextModality', 'CompositionEncoder', 'CompositionModality',
-           'read_image', 'ImageModality', 'TabularModality', 'make_modality', 'modality_settings', 'MultiModalDataset',
-           'MultiModalCollator', 'encode_batch']
+__all__ = ['IMAGE_SUFFIXES', 'IMAGE_SIZE', 'MODALITIES', 'DEFAULT_MODALITY_KW', 'rows_of', 'given_values', 'Modality',
+           'node_states', 'GraphEncoder', 'GraphModality', 'TextEncoder', 'TextModality', 'CompositionEncoder',
+           'CompositionModality', 'read_image', 'ImageModality', 'TabularModality', 'make_modality',
+           'modality_settings', 'MultiModalDataset', 'MultiModalCollator', 'encode_batch']
 
 # %% ../../nbs/40_fusion.core.ipynb #b951067e
 def rows_of(data) -> tuple[list, list, list]:
@@ -38,15 +38,13 @@ def rows_of(data) -> tuple[list, list, list]:
         raise DataError(f"expected pymatgen Structures (or None), got {type(items[bad[0]]).__name__} at rows {bad[:5]}")
     return items, [None if s is None else s.composition.reduced_formula for s in items], list(range(len(items)))
 
-def _empty(v) -> bool: return v is None or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and not v.strip())
-
 def given_values(data, column:str) -> list:
     "The per-row values a user supplied in `Dataset.meta[column]` (None where the cell is empty: that row lacks the modality)."
     meta = data.meta if isinstance(data, Dataset) else None
     if meta is None or column not in meta:
         raise DataError(f"this modality reads the column {column!r} of `Dataset.meta`; "
                         f"{getattr(data, 'name', type(data).__name__)!r} has {'no meta' if meta is None else list(meta.columns)}")
-    return [None if _empty(v) else v for v in meta[column]]
+    return [None if is_blank(v) else v for v in meta[column]]
 
 class Modality:
     "One input modality: featurize rows into items (None: missing), collate items, build the (trainable) encoder."
@@ -203,6 +201,7 @@ class CompositionModality(Modality):
 
 # %% ../../nbs/40_fusion.core.ipynb #a075a0b8
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy")   # what `read_image` opens (PIL for the pictures, numpy for arrays)
+IMAGE_SIZE = 64   # the height and width `ImageModality` feeds its CNN unless told otherwise
 
 def _to_hwc(a:np.ndarray, what:str) -> np.ndarray:
     "An (H, W, 3) uint8 array from a grey, RGB(A) or channels-first array; floats in [0, 1] scaled by 255, others min-max."
@@ -220,10 +219,11 @@ def _to_hwc(a:np.ndarray, what:str) -> np.ndarray:
     return np.clip(np.rint(a), 0, 255).astype(np.uint8)
 
 def read_image(image, # a PNG/JPG/NPY path, or an array
-               size:int=64, # output height and width
+               size:int=IMAGE_SIZE, # output height and width
               ) -> np.ndarray:
     "A (3, size, size) uint8 RGB image: the user's picture resized (bilinear) to what `ImageModality` feeds its CNN."
     from PIL import Image
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.shape == (3, size, size): return image   # decoded already
     what = f"image {str(image)[:80]!r}" if isinstance(image, (str, Path)) else "image array"
     if isinstance(image, (str, Path)):
         p = Path(image)
@@ -241,8 +241,8 @@ def read_image(image, # a PNG/JPG/NPY path, or an array
 class ImageModality(Modality):
     "Rendered structure views (image wing: cached renderer, multi-view CNN), or the user's own images (one view)."
     name = "image"
-    def __init__(self, size:int=64, views=("a", "b", "c"), dim:int=128, widths=(16, 32, 64, 128), cache=True, n_jobs:int=1,
-                 column:str|None=None): # a `Dataset.meta` column of image files (PNG/JPG/NPY) or arrays; None: render the structures
+    def __init__(self, size:int=IMAGE_SIZE, views=("a", "b", "c"), dim:int=128, widths=(16, 32, 64, 128), cache=True, n_jobs:int=1,
+                 column:str|None=None): # a `Dataset.meta` column of image files (PNG/JPG/NPY) or arrays (decoded ones as `read_image` returns them); None: render the structures
         from mmlit.image.render import RenderConfig
         self.size, self.views, self.dim, self.widths, self.cache, self.n_jobs = size, tuple(views), dim, tuple(widths), cache, n_jobs
         self.render, self.column = RenderConfig(size=size, views=self.views), column
