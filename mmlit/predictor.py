@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import KFold, StratifiedKFold
 from tqdm.auto import tqdm
 
 import mmlit
@@ -18,15 +17,16 @@ from .data.core import Dataset, BadRowsWarning
 from .data.composition import reduced_formula
 from .data.table import load_table, find_structure_column
 from .predictor_columns import (GIVEN, WHAT, read_frame as _frame, composition_column, read_rows, read_given, with_given,
-                                     load_user_table, family_reads, fusion_modalities, fusion_settings)
+                                     load_user_table, image_size, family_reads, fusion_modalities, fusion_settings)
 from .metrics import mae, rmse, roc_auc, regression_scores, classification_scores
-from .registry import model_entry, make_model, save_model, load_model, read_saved
-from .ensemble import Ensemble, WeightedEnsemble, greedy_weights, _takes_valid, _mean_std
+from .registry import make_model, save_model, load_model, read_saved
+from .ensemble import Ensemble, WeightedEnsemble, greedy_weights, _mean_std
+from .predictor_model import parse_time, model_settings, split_folds, limit_time, fit_model
 
 # %% auto #0
 __all__ = ['PRESETS', 'METRICS', 'PROBLEM_TYPES', 'STRUCTURE_MODELS', 'FUSION_MODELS', 'DESCRIBE_MAX_ROWS', 'FORMAT',
            'PREDICT_CHUNK', 'Predictor', 'fit', 'predict_frame', 'predict', 'predict_proba', 'evaluate', 'leaderboard',
-           'fit_summary', 'extract_embedding', 'save', 'load', 'parse_time', 'PredictorModel']
+           'fit_summary', 'extract_embedding', 'save', 'load']
 
 # %% ../nbs/18_predictor.ipynb #d2e16e75
 PRESETS = {
@@ -79,30 +79,6 @@ class Predictor:
         state = f"best={self.best_!r}, {len(self.models_)} models" if self.best_ else "not fitted"
         return f"Predictor(label={self.label!r}, problem_type={self.problem_type!r}, eval_metric={self.eval_metric!r}; {state})"
 
-# %% ../nbs/18_predictor.ipynb #8de5de36
-def _split(n:int, y, classification:bool, k:int, seed:int) -> list:
-    "k (train index, held-out index) pairs: stratified for classification."
-    if k < 2: raise ConfigError(f"bag_folds must be 0 or at least 2, got {k}")
-    if n < 2 * k: raise DataError(f"{n} rows are too few for {k}-fold bagging: use bag_folds=0 or more rows")
-    cv = StratifiedKFold(k, shuffle=True, random_state=seed) if classification else KFold(k, shuffle=True, random_state=seed)
-    return list(cv.split(np.zeros(n), y if classification else None))
-
-def _limit_time(model, seconds:float|None):
-    "Give a model a wall-clock budget: the tuned tree's boosting, or the `Trainer` of a neural model; others run as they are."
-    from dataclasses import replace
-    if seconds is None: return model
-    seconds = max(float(seconds), 1.0)
-    if isinstance(getattr(model, "time_limit", None), (type(None), int, float)) and hasattr(model, "time_limit"):
-        model.time_limit = seconds                               # TunedTreeModel: boosting rounds in timed chunks
-    for attr in ("config", "train_config"):   # ImKTModel.config (an ImKTConfig), GraphModel.train_config (a TrainConfig)
-        cfg = getattr(model, attr, None)
-        if cfg is not None and hasattr(cfg, "time_limit"): setattr(model, attr, replace(cfg, time_limit=seconds))
-    return model
-
-def _fit_model(model, train:Dataset, valid:Dataset|None):
-    if valid is not None and _takes_valid(model): return model.fit(train, valid)
-    return model.fit(train)
-
 # %% ../nbs/18_predictor.ipynb #3453a1ca
 def _train_family(self:Predictor, name:str, kw:dict, train:Dataset, valid:Dataset|None, folds:list|None,
                   everything:Dataset, deadline:float|None, seed:int):
@@ -112,16 +88,16 @@ def _train_family(self:Predictor, name:str, kw:dict, train:Dataset, valid:Datase
         m = make_model(name, seed=seed, progress=False, **kw)
         if hasattr(m, "set_task"): m.set_task(everything)
         left = None if deadline is None else (deadline - time.time()) / share
-        return _limit_time(m, None if left is None else 0.9 * left)
+        return limit_time(m, None if left is None else 0.9 * left)
     if folds is None:
-        m = _fit_model(build(1), train, valid)
+        m = fit_model(build(1), train, valid)
         t1 = time.time(); p = np.asarray(m.predict(valid), dtype=float); t_pred = time.time() - t1
         return m, p, None, t1 - t0, t_pred, "ok"
     oof, members = np.full(len(train), np.nan), []
     for i, (tr, va) in enumerate(tqdm(folds, desc=f"{name}: folds", leave=False, disable=not self.verbosity)):
         per_fold = (time.time() - t0) / max(len(members), 1)   # a fold that would end after the limit is not started
         if deadline is not None and members and time.time() + per_fold > deadline: break
-        m = _fit_model(build(len(folds) - i), train.subset(tr), train.subset(va))
+        m = fit_model(build(len(folds) - i), train.subset(tr), train.subset(va))
         t1 = time.time(); oof[va] = np.asarray(m.predict(train.subset(va)), dtype=float); t_pred += time.time() - t1
         members.append(m)
     done = np.flatnonzero(np.isfinite(oof))
@@ -156,13 +132,14 @@ def fit(self:Predictor, train_data, # DataFrame or CSV path: a composition colum
     "Train the preset's model families, validate them, blend them and keep the best."
     t_start = time.time()
     if presets not in PRESETS: raise ConfigError(f"unknown presets {presets!r}; choose from {sorted(PRESETS)}")
-    models = _model_settings(hyperparameters if hyperparameters is not None else PRESETS[presets]["models"])
+    models = model_settings(hyperparameters if hyperparameters is not None else PRESETS[presets]["models"])
     user_models = hyperparameters is not None
     limit = parse_time(time_limit)
     deadline = None if limit is None else t_start + limit
     table = train_data if isinstance(train_data, (str, Path)) else _frame(train_data)
+    size = image_size(models)   # (images are decoded once, while the table is checked, at the size the fusion families read)
     train, given = load_user_table(table, self.label, self.composition, self.structure, self.text, self.image, name="train",
-                                   task_type=self.task_type or "auto", on_bad=on_bad, progress=bool(self.verbosity))
+                                   task_type=self.task_type or "auto", on_bad=on_bad, progress=bool(self.verbosity), image_size=size)
     self.text, self.image = given["text"], given["image"]
     self.uses_structures = train.structures is not None
     have = {k for k, v in (("structure", self.uses_structures), ("text", self.text), ("image", self.image)) if v}
@@ -176,9 +153,14 @@ def fit(self:Predictor, train_data, # DataFrame or CSV path: a composition colum
     robocrys = "structure" in have and "text" not in have and (
         describe if describe is not None else presets == "best" and len(train) <= DESCRIBE_MAX_ROWS)
     modalities = fusion_modalities(have, robocrys)
-    if not user_models and self.task_type == "regression" and have:   # (fusion models fit regression only)
-        models.update({n: {} for n in FUSION_MODELS[presets]})
+    fusion = FUSION_MODELS[presets] if not user_models and have else []
+    if self.task_type == "regression": models.update({n: {} for n in fusion})   # (fusion models fit regression only)
     models = {n: fusion_settings(n, kw, modalities, have) for n, kw in models.items()}
+    notes = [f"fusion families {fusion} skipped: they fit regression only, and this is {self.problem_type}"] * bool(
+        fusion and self.task_type != "regression")   # said, in a warning and in `info_["notes"]`, never silent
+    if unused := [getattr(self, k) for k in GIVEN if k in have and not any(k in kw.get("modalities", ()) for kw in models.values())]:
+        notes.append(f"column(s) {unused} not used: only fusion families read texts and images, and none is trained")
+    for n in notes: warnings.warn(n)
     if bad := {n: r for n, kw in models.items() if (r := family_reads(n, settings=kw)) and not r & have}:
         need = sorted(set().union(*bad.values()))
         raise ConfigError(f"{sorted(bad)} need {' or '.join(WHAT[k] for k in need)}, and the table has no {' or '.join(need)} column"
@@ -193,19 +175,20 @@ def fit(self:Predictor, train_data, # DataFrame or CSV path: a composition colum
         tdf = _frame(tuning_data)
         valid, _ = load_user_table(tune, self.label, self.composition if self.composition in tdf else None, self.structure,
                                    *(c if c in tdf else None for c in (self.text, self.image)), find=False, name="tuning",
-                                   task_type=train.task_type, on_bad=on_bad)
+                                   task_type=train.task_type, on_bad=on_bad, image_size=size)
         valid = with_given(valid, [g for g in GIVEN if given[g]])   # a column it lacks: those modalities are missing
         fit_rows, k = train, 0
     elif k: fit_rows, valid = train, None
     else: fit_rows, valid = train.train_valid_split(holdout_frac, seed)
     everything = train   # the clean pretraining protocol keeps all of these out of pretraining corpora (+ tuning rows)
-    folds = _split(len(fit_rows), fit_rows.y(), self.task_type == "classification", k, seed) if k else None
+    folds = split_folds(len(fit_rows), fit_rows.y(), self.task_type == "classification", k, seed) if k else None
     y_val_all = fit_rows.y() if folds else valid.y()
     self.models_, self.records_, self.weights_ = {}, [], {}
     seen = list(train.compositions) + ([] if valid is None or tuning_data is None else list(valid.compositions))
     self.train_formulas_ = sorted({reduced_formula(c) for c in seen})
     self.info_ = dict(presets=presets, bag_folds=k, n_train=len(fit_rows), n_valid=0 if valid is None else len(valid),
                       time_limit=limit, seed=seed, label=self.label, composition=self.composition, modalities=modalities,
+                      image_size=size, notes=notes,
                       validation="out-of-fold" if k else ("tuning_data" if tuning_data is not None else f"hold-out {holdout_frac:.0%}"))
     preds = {}
     for name, kw in tqdm(models.items(), desc="models", disable=not self.verbosity):
@@ -292,7 +275,7 @@ def predict_frame(self:Predictor, data, # DataFrame, CSV path, formula or list o
     df = _frame(data)
     scol = find_structure_column(df, self.structure if self.structure in df else None) if self.uses_structures else None
     forms, structs, errs = read_rows(df, self.composition, scol, exclude=(self.text, self.image))
-    given, present = read_given(df, {k: getattr(self, k) for k in GIVEN}, forms, errs)
+    given, present = read_given(df, {k: getattr(self, k) for k in GIVEN}, forms, errs, self.info_.get("image_size"))
     bad = [i for i, f in enumerate(forms) if f is None]
     if bad and strict: raise CompositionError(f"unreadable row(s) {bad[:10]}: {errs[bad[0]]}")
     if bad: warnings.warn(f"{len(bad)} row(s) cannot be read and get NaN: rows {bad[:10]}{' ...' if len(bad) > 10 else ''}", BadRowsWarning)
@@ -423,53 +406,9 @@ def load(cls, path:str|Path) -> Predictor:
 
 Predictor.save, Predictor.load = save, load
 
-# %% ../nbs/18_predictor.ipynb #cf5c9895
-def parse_time(t) -> float|None:
-    "Seconds from 300, '300', '90s', '10m' or '1h' (None stays None)."
-    if t is None: return None
-    if isinstance(t, (int, float)) and not isinstance(t, bool):
-        if t <= 0: raise ConfigError(f"time limit must be > 0, got {t}")
-        return float(t)
-    s = str(t).strip().lower()
-    mult = {"s": 1, "m": 60, "h": 3600}.get(s[-1:], None)
-    try: v = float(s[:-1] if mult else s) * (mult or 1)
-    except ValueError: raise ConfigError(f"cannot read the time limit {t!r}: use seconds or e.g. '90s', '10m', '1h'") from None
-    if v <= 0: raise ConfigError(f"time limit must be > 0, got {t!r}")
-    return v
-
-def _model_settings(h) -> dict:
-    "{registry name: settings} from a list of names or a dict; composition models only (for now)."
-    if isinstance(h, str): h = [x.strip() for x in h.split(",") if x.strip()]
-    h = dict.fromkeys(h, None) if isinstance(h, (list, tuple)) else dict(h)
-    if not h: raise ConfigError("no models to try: hyperparameters is empty")
-    for n in h: model_entry(n)   # an unknown name fails here, listing the known ones
-    return {n: dict(kw or {}) for n, kw in h.items()}
-
-# %% ../nbs/18_predictor.ipynb #9295823e
-class PredictorModel:
-    "A `Predictor` search as a protocol model (`fit(train)` / `predict(data, return_std=False)`)."
-    def __init__(self, presets:str="fast", time_limit=None, seed:int=0, progress:bool=False,
-                 n_jobs=None, n_estimators=None, # the registry's common keywords (unused)
-                 **fit_kw): # more `Predictor.fit` arguments (hyperparameters, bag_folds, ...)
-        if presets not in PRESETS: raise ConfigError(f"unknown presets {presets!r}; choose from {sorted(PRESETS)}")
-        self.presets, self.time_limit, self.seed, self.progress, self.fit_kw, self.predictor = presets, time_limit, seed, progress, fit_kw, None
-
-    @property
-    def name(self) -> str: return f"predictor-{self.presets}"
-
-    def fit(self, train:Dataset) -> "PredictorModel":
-        df = pd.DataFrame({"composition": list(train.compositions), "target": train.y()})
-        self.predictor = Predictor("target", "binary" if train.task_type == "classification" else "regression",
-                                   verbosity=int(self.progress)).fit(df, time_limit=self.time_limit, presets=self.presets,
-                                                                      seed=self.seed, **self.fit_kw)
-        return self
-
-    def predict(self, data, return_std:bool=False):
-        if self.predictor is None: raise ConfigError("call fit() before predict()")
-        comps = list(data.compositions) if isinstance(data, Dataset) else list(data)
-        f = self.predictor.predict_frame(comps)
-        return (f.prediction.to_numpy(), f["std"].to_numpy()) if return_std else f.prediction.to_numpy()
-
-    def get_params(self) -> dict:
-        s = self.predictor.fit_summary() if self.predictor is not None else {}
-        return json.loads(json.dumps(dict(presets=self.presets, time_limit=self.time_limit, fit_kw=self.fit_kw, summary=s), default=str))
+# %% ../nbs/18_predictor.ipynb #6edce27f
+def __getattr__(name):   # (a module-level hook: imported on first use, since `mmlit.predictor_model` imports this module lazily)
+    if name == "PredictorModel":
+        from mmlit.predictor_model import PredictorModel
+        return PredictorModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -208,3 +208,54 @@ def test_presets_add_fusion_families_for_extra_columns(own_media):
     d, _ = own_media
     tried = lambda presets: set(Predictor("y", verbosity=0).fit(d/"mine.csv", presets=presets, time_limit=1).leaderboard().model)
     assert "fusion-concat" in tried("medium") and not any(m.startswith("fusion-") for m in tried("fast"))   # (skipped: time limit)
+
+def test_each_image_is_decoded_once(own_media, monkeypatch):
+    "A bagged fusion fit featurizes the pictures in every fold, and prediction reads the table again: each file is decoded once per table."
+    import PIL.Image
+    d, df = own_media
+    opened, real_open = [], PIL.Image.open
+    monkeypatch.setattr(PIL.Image, "open", lambda f, *a, **k: opened.append(Path(f).name) or real_open(f, *a, **k))
+    p = Predictor("y", verbosity=0).fit(d/"mine.csv", hyperparameters=TINY_FUSION, bag_folds=2)
+    pics = sorted(df.pic.dropna())
+    assert len(pics) == len(df) - 1 and sorted(opened) == pics    # while the table was checked; not again in the 2 folds
+    assert p.info_["image_size"] == 16 and p.info_["notes"] == []   # decoded at the size the fusion family reads; both columns used
+    opened.clear()
+    assert np.isfinite(p.predict(d/"mine.csv")).all()
+    assert sorted(opened) == pics
+
+
+def test_classification_with_text_and_image_columns_says_fusion_is_skipped(own_media):
+    "Fusion families fit regression only: on a binary problem a preset skips them and says so; the other families predict classes."
+    d, df = own_media
+    cls = pd.read_csv(d/"mine.csv").assign(dense=lambda t: (t.y > t.y.median()).astype(int)).drop(columns="y")
+    cls.to_csv(d/"cls.csv", index=False)
+    with pytest.warns(UserWarning, match=r"fusion families \['fusion-concat'\] skipped: they fit regression only, and this is binary"):
+        p = Predictor("dense", verbosity=0).fit(d/"cls.csv", presets="medium", time_limit=1)   # the first family, then the limit
+    s = p.fit_summary()
+    assert s["problem_type"] == "binary" and (p.text, p.image) == ("notes", "pic")
+    assert any("skipped" in n for n in s["notes"]) and any("['notes', 'pic'] not used" in n for n in s["notes"])
+    assert not any(m.startswith("fusion-") for m in p.leaderboard().model)
+    assert set(np.unique(p.predict(d/"cls.csv"))) <= {0.0, 1.0}
+    proba = p.predict_proba(d/"cls.csv")
+    np.testing.assert_allclose(proba.sum(1), 1.0)
+    assert ((proba >= 0) & (proba <= 1)).all().all()
+
+
+def test_describe_true_writes_robocrys_texts_for_a_fusion_family(tmp_path, monkeypatch):
+    """`describe=True`: robocrys describes the structures (cached under `MMLIT_CACHE`, here empty at the start) and a fusion
+    family reads the descriptions next to the crystal graphs and compositions. Four small structures shipped with
+    pymatgen, each on two rows (robocrys describes each distinct structure once)."""
+    monkeypatch.setenv("MMLIT_CACHE", str(tmp_path/"cache"))
+    from mmlit.data.structures import load_structure_set
+    structs = sorted((s for s in load_structure_set("pymatgen_structures", progress=False).structures if s.is_ordered), key=len)[:4]
+    rng = np.random.default_rng(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # pymatgen's CIF writer notes repeated site labels
+        df = pd.DataFrame({"cif": [s.to(fmt="cif") for s in structs] * 2, "y": [s.density for s in structs] * 2 + rng.normal(0, 0.1, 8)})
+    p = Predictor("y", verbosity=0).fit(df, hyperparameters={"fusion-concat": {"epochs": 2, "batch_size": 4}}, bag_folds=0, describe=True)
+    assert p.info_["modalities"] == ["composition", "graph", "text"]
+    made = [json.loads(f.read_text()) for f in (tmp_path/"cache"/"descriptions").rglob("*.json")]
+    assert len(made) == 4 and all(r["source"] == "robocrys" and len(r["description"].split()) > 10 for r in made), made
+    rec = {r["model"]: r for r in p.records_}["fusion-concat"]
+    assert rec["status"] == "ok" and np.isfinite(rec["score_val"])
+    assert np.isfinite(p.predict(df)).all()
