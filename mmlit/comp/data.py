@@ -13,7 +13,7 @@ import torch
 from transformers import DataCollatorForLanguageModeling
 
 from ..core import ConfigError, DataError, shared_data_dir
-from ..train.data import pad_collate
+from ..train.data import pad_collate, resolve_targets
 from ..data.core import Dataset
 from ..data.composition import reduced_formula
 from .tokenizer import CompositionTokenizer, ELEMENTS
@@ -85,13 +85,7 @@ def from_dataset(ds:Dataset, # a mmlit `Dataset`
                  sample_weight=None, # optional (n,) weights
                 ) -> CompositionDataset:
     "The `CompositionDataset` of a mmlit `Dataset` (ids kept for error messages)."
-    if target is None: y = None
-    else:
-        names = ds.target_names if target == "all" else ([target] if isinstance(target, str) else list(target))
-        if not names: raise ConfigError(f"{ds.name}: no target columns to train on")
-        if missing := [t for t in names if t not in ds.targets]:
-            raise ConfigError(f"{ds.name}: no target(s) {missing}; targets are {ds.target_names}")
-        y = ds.targets[names].to_numpy(dtype=float)
+    y = None if target is None else ds.targets[resolve_targets(ds, target)].to_numpy(dtype=float)
     return CompositionDataset(ds.compositions, tokenizer, y, sample_weight, ids=ds.ids)
 
 # %% ../../nbs/12_comp.data.ipynb #3a431634

@@ -9,8 +9,9 @@ import torch
 from torch_geometric.data import Batch, Data
 from pymatgen.core import Structure
 
-from ..core import ConfigError, DataError, shared_data_dir
+from ..core import DataError
 from ..data.core import Dataset
+from ..train.data import resolve_targets
 from .graph import GraphConfig, build_graphs, to_data, line_graph
 
 # %% auto #0
@@ -44,10 +45,8 @@ class GraphDataset(torch.utils.data.Dataset):
         if ds.structures is None: raise DataError(f"{ds.name}: this dataset has no structures (a composition-only table)")
         missing = [i for i, s in zip(ds.ids, ds.structures) if s is None]
         if missing: raise DataError(f"{ds.name}: {len(missing)} row(s) without a structure, e.g. {missing[:5]}")
-        names = None if target is None else (ds.target_names if target == "all" else [target] if isinstance(target, str) else list(target))
-        if names and (bad := [n for n in names if n not in ds.target_names]):
-            raise ConfigError(f"{ds.name}: no target(s) {bad}; targets are {ds.target_names}")
-        y = None if not names else ds.targets[names].to_numpy(float)
+        unlabelled = target is None or (target == "all" and not ds.target_names)   # (a table to predict has no targets)
+        y = None if unlabelled else ds.targets[resolve_targets(ds, target)].to_numpy(float)
         return cls(ds.structures, y, ds.ids, **kw)
 
     def __len__(self): return len(self.graphs)
