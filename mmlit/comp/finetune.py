@@ -245,7 +245,7 @@ class ImKTConfig:
                            seed=self.seed, valid_frac=self.valid_frac, **extra,
                            patience=self.patience if ft else None, progress=self.progress,
                            num_threads=self.num_threads, time_limit=self.time_limit if ft else None,
-                           cpu=self.device == "cpu" or (self.device is None and not torch.cuda.is_available()))
+                           cpu=default_device(self.device).type == "cpu")
 
     @property
     def root(self) -> Path: return Path(self.out_dir) if self.out_dir else cache_dir("imkt")
@@ -488,7 +488,7 @@ def pretrain_cli(stage:str="mlm", # "mlm" or "align"
         from mmlit.data.external import load_dataset
         ex = exclusion_set(load_dataset(exclude_task))
     tc = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, progress=not quiet, num_threads=threads,
-                     cpu=device == "cpu" or (device is None and not torch.cuda.is_available()))
+                     cpu=default_device(device).type == "cpu")
     out = Path(out or f"imkt_{stage}")
     if stage == "mlm":
         res = pretrain_mlm(composition_corpus(_csv(corpus), ex, max_size, seed), tc, init=init, arch=arch, preset=preset, out_dir=out)

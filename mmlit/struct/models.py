@@ -203,7 +203,6 @@ class GraphModel:
                  out_dir=None, # Trainer output (history.csv, learning_curve.png)
                  **model_kw): # more `StructureModelConfig` fields (regression_loss, hidden_size, atom_features, ...)
         self.arch, self.preset = arch, preset or next(iter(PRESETS.get(arch, {"": 0})))
-        if device is not None: default_device(device)   # an unknown or absent device fails here, by name
         model_kw.setdefault("regression_loss", "l1")   # the benchmarks score the MAE (see the recipe below)
         StructureModelConfig(arch, self.preset, **model_kw)   # validate now, not after the graphs are built
         self.model_kw, self.target, self.n_jobs, self.cache = model_kw, target, n_jobs, cache
@@ -212,7 +211,7 @@ class GraphModel:
                                         progress=progress, num_threads=num_threads, monitor="valid_mae",
                                         bucket_by_length=False, out_dir=None if out_dir is None else str(out_dir),
                                         drop_last=True,   # BatchNorm: a last batch of one single-atom cell would fail
-                                        cpu=device == "cpu" or (device is None and not torch.cuda.is_available()))
+                                        cpu=default_device(device).type == "cpu")   # an unknown or absent device fails here, by name
         self.device, self.model, self.trainer, self.history, self.info = device, None, None, None, {}
 
     @property
