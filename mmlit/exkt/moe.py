@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..core import ConfigError, DataError
+from ..core import ConfigError, DataError, default_device
 from ..metrics import bootstrap_mean
 from ..train.core import Trainer, TrainConfig
 
@@ -94,11 +94,13 @@ class MixtureOfExperts:
                  hidden:int=0, # 0: linear (logistic) gate; > 0: one hidden layer of this width
                  epochs:int=300, lr:float=1e-2, weight_decay:float=1e-3, batch_size:int=32,
                  patience:int|None=40, # early stopping on the held-out fifth of the fitting rows
-                 valid_frac:float=0.2, seed:int=0, progress:bool=False):
-        self.features, self.hidden = features, hidden
+                 valid_frac:float=0.2, seed:int=0, progress:bool=False,
+                 device:str|None=None): # "cpu", "cuda", "cuda:N"; None: the GPU when torch sees one, else the CPU
+        self.features, self.hidden, self.device = features, hidden, device
         self.config = TrainConfig(lr=lr, weight_decay=weight_decay, epochs=epochs, batch_size=batch_size, patience=patience,
-                                  valid_frac=valid_frac, seed=seed, progress=progress, scale_targets=False, cpu=True,
-                                  bucket_by_length=False, warmup_frac=0.0, schedule="constant", num_threads=1)
+                                  valid_frac=valid_frac, seed=seed, progress=progress, scale_targets=False,
+                                  bucket_by_length=False, warmup_frac=0.0, schedule="constant", num_threads=1,
+                                  cpu=default_device(device).type == "cpu")   # an unknown or absent device fails here, by name
 
     def fit(self, confidence:pd.DataFrame, # one row per fitting row (out-of-sample for every expert)
             predictions, # (n, n_experts) predictions of the experts on those rows
@@ -127,7 +129,8 @@ class MixtureOfExperts:
     @torch.no_grad()
     def weights(self, confidence:pd.DataFrame) -> np.ndarray:
         "(n, n_experts) gate weights (rows sum to 1)."
-        return self.gate_.weights(torch.as_tensor(self._x(confidence))).numpy().astype(float)
+        x = torch.as_tensor(self._x(confidence)).to(next(self.gate_.parameters()).device)
+        return self.gate_.weights(x).float().cpu().numpy().astype(float)
 
     def predict(self, confidence:pd.DataFrame, predictions) -> np.ndarray:
         "(n,) mixture predictions."
@@ -210,7 +213,8 @@ class ExKTMixtureModel:
         if len(gate_rows) < 10: raise DataError(f"{len(gate_rows)} rows for the gate: give at least 10 (valid_frac={self.valid_frac})")
         experts = self._fit_experts(inner)
         p, conf = self._predict_experts(experts, gate_rows)
-        self.gate_ = MixtureOfExperts(self.features, self.hidden, seed=self.seed).fit(conf, p, gate_rows.y(), self.expert_names)
+        self.gate_ = MixtureOfExperts(self.features, self.hidden, seed=self.seed,   # the gate runs where the structure model does
+                                      device=self.model_kw.get("device")).fit(conf, p, gate_rows.y(), self.expert_names)
         self.gate_rows_mae_ = dict(zip(self.expert_names, np.abs(p - gate_rows.y()[:, None]).mean(0).round(6).tolist()))
         self.experts_ = self._fit_experts(train) if self.refit and valid is None else experts
         return self

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/42_fusion.contrastive.ipynb #6959d179
 from __future__ import annotations
-import json, math, time
+import copy, json, math, time
 from dataclasses import replace
 from itertools import combinations
 from pathlib import Path
@@ -14,9 +14,10 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from fastcore.basics import patch
+from accelerate.utils import send_to_device
 
 import mmlit
-from ..core import ConfigError, DataError, seed_everything
+from ..core import ConfigError, DataError, seed_everything, default_device
 from ..data.core import Dataset
 from ..data.composition import reduced_formula
 from ..train.core import Trainer, TrainConfig
@@ -117,7 +118,8 @@ class ContrastiveModel:
                  anchor:str="graph", mode:str="anchored", latent:int=128, temperature:float=0.2,
                  learn_temperature:bool=False, modality_kw:dict|None=None,
                  epochs:int=30, lr:float=1e-3, batch_size:int=64, patience:int|None=5, valid_frac:float=0.1,
-                 seed:int=0, progress:bool=True, num_threads:int|None=None, time_limit:float|None=None):
+                 seed:int=0, progress:bool=True, num_threads:int|None=None, time_limit:float|None=None,
+                 device:str|None=None): # "cpu", "cuda", "cuda:N"; None: the GPU when torch sees one, else the CPU
         if isinstance(modalities, str): modalities = modalities.split("+")
         self.modality_names = list(modalities)
         contrastive_pairs(self.modality_names, mode, anchor)   # validates names, mode and anchor now
@@ -126,8 +128,9 @@ class ContrastiveModel:
         self.net_kw = dict(latent=latent, temperature=temperature, learn_temperature=learn_temperature, mode=mode, anchor=anchor)
         self.train_config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, patience=patience, valid_frac=valid_frac,
                                         seed=seed, progress=progress, num_threads=num_threads, time_limit=time_limit,
-                                        bucket_by_length=False, drop_last=True, cpu=True, scale_targets=False)
-        self.model, self.trainer, self.history, self.info = None, None, None, {}
+                                        bucket_by_length=False, drop_last=True, scale_targets=False,
+                                        cpu=default_device(device).type == "cpu")   # an unknown or absent device fails here, by name
+        self.device, self.model, self.trainer, self.history, self.info = device, None, None, None, {}
 
     def dataset(self, data) -> MultiModalDataset:
         items = {k: m.featurize(data, progress=self.train_config.progress) for k, m in self.modalities.items()}
@@ -159,10 +162,10 @@ class ContrastiveModel:
         "{modality: (n, latent)} normalised embeddings of a Dataset with structures (zeros where a modality is missing)."
         if self.model is None: raise ConfigError("call fit() (or ContrastiveModel.load) before latents()")
         ds, coll = self.dataset(data), MultiModalCollator(self.modalities)
-        self.model.eval(); out = {k: [] for k in self.modalities}
+        dev = next(self.model.parameters()).device; self.model.eval(); out = {k: [] for k in self.modalities}
         for i in range(0, len(ds), batch_size):
-            b = coll([ds[j] for j in range(i, min(i + batch_size, len(ds)))])
-            for k, v in self.model.latents(b["inputs"], b["mask"]).items(): out[k].append(v.numpy())
+            b = send_to_device(coll([ds[j] for j in range(i, min(i + batch_size, len(ds)))]), dev)
+            for k, v in self.model.latents(b["inputs"], b["mask"]).items(): out[k].append(v.float().cpu().numpy())
         return {k: np.concatenate(v) for k, v in out.items()}
 
     def retrieval(self, data, ks=(1, 5, 10)) -> "pd.DataFrame":
@@ -182,12 +185,16 @@ class _AnchorEmbedder(nn.Module):
 FORMAT = 1
 
 @patch
-def teacher(self:ContrastiveModel, batch_size:int=32):
+def teacher(self:ContrastiveModel, batch_size:int=32,
+            device:str|None=None, # where the teacher runs (None: where the model is)
+           ):
     "This model's anchor as an imKT `Teacher` (content-keyed cache; version = hash of the weights)."
     from mmlit.comp.teachers import TorchModuleTeacher
     if self.model is None: raise ConfigError("call fit() (or ContrastiveModel.load) before teacher()")
     m = self.modalities[self.net_kw["anchor"]]
-    return TorchModuleTeacher(_AnchorEmbedder(self.model), dim=self.net_kw["latent"], batch_size=batch_size,
+    dev = next(self.model.parameters()).device if device is None else default_device(device)
+    # a copy: the teacher moves its module and puts it in eval mode, which must not touch this model
+    return TorchModuleTeacher(copy.deepcopy(_AnchorEmbedder(self.model)), dim=self.net_kw["latent"], batch_size=batch_size, device=str(dev),
                               name=f"multimodal-{self.net_kw['anchor']}-{'+'.join(self.modality_names)}",
                               featurize=lambda structures: m.collate(m.featurize(list(structures))))
 
@@ -202,11 +209,12 @@ def save(self:ContrastiveModel, path) -> Path:
     return path
 
 @patch(cls_method=True)
-def load(cls:ContrastiveModel, path) -> ContrastiveModel:
+def load(cls:ContrastiveModel, path, device:str|None=None) -> ContrastiveModel:
+    "A saved model on `device` (None: the GPU when torch sees one, else the CPU; the weights are read onto the CPU first)."
     from mmlit.registry import read_saved
     meta = read_saved(path, "contrastive_model.json", "ContrastiveModel", FORMAT)
-    self = cls(meta["modalities"], modality_kw=meta["modality_kw"], progress=False, **meta["net"])
+    self = cls(meta["modalities"], modality_kw=meta["modality_kw"], progress=False, device=device, **meta["net"])
     self.model = ContrastiveNet({k: m.build_encoder() for k, m in self.modalities.items()}, **self.net_kw)
     self.model.load_state_dict(torch.load(Path(path)/"contrastive.pt", map_location="cpu", weights_only=True))
-    self.model.eval(); self.info = meta["info"]
+    self.model.to(default_device(device)).eval(); self.info = meta["info"]
     return self

@@ -12,9 +12,10 @@ import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
+from accelerate.utils import send_to_device
 
 import mmlit
-from ..core import ConfigError, DataError, seed_everything
+from ..core import ConfigError, DataError, seed_everything, default_device
 from ..data.core import Dataset
 from ..train.core import Trainer, TrainConfig, fit_summary, inference_trainer
 from ..train.data import nan_mae, resolve_targets
@@ -72,7 +73,8 @@ class FusionModel:
                  epochs:int=100, lr:float=3e-3, batch_size:int=32, weight_decay:float=1e-5, patience:int|None=30,
                  schedule:str="onecycle", valid_frac:float=0.1, target:str|list="all", seed:int=0, progress:bool=True,
                  num_threads:int|None=None, time_limit:float|None=None,
-                 missing:dict|None=None): # name -> fraction of training rows that lose that modality
+                 missing:dict|None=None, # name -> fraction of training rows that lose that modality
+                 device:str|None=None): # "cpu", "cuda", "cuda:N"; None: the GPU when torch sees one, else the CPU
         if isinstance(modalities, str): modalities = modalities.split("+")
         modalities = list(modalities)
         if not modalities or len(set(modalities)) != len(modalities): raise ConfigError(f"modalities must be distinct names, got {modalities!r}")
@@ -87,8 +89,9 @@ class FusionModel:
         self.target, self.missing = target, dict(missing or {})
         self.train_config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, patience=patience,
                                         schedule=schedule, valid_frac=valid_frac, seed=seed, progress=progress, num_threads=num_threads,
-                                        monitor="valid_mae", bucket_by_length=False, drop_last=True, cpu=True, time_limit=time_limit)
-        self.model, self.trainer, self.history, self.info, self._names = None, None, None, {}, None
+                                        monitor="valid_mae", bucket_by_length=False, drop_last=True, time_limit=time_limit,
+                                        cpu=default_device(device).type == "cpu")   # an unknown or absent device fails here, by name
+        self.device, self.model, self.trainer, self.history, self.info, self._names = device, None, None, None, {}, None
 
     @property
     def name(self) -> str: return f"fusion-{self.fusion}-{'+'.join(self.modality_names)}"
@@ -133,10 +136,10 @@ class FusionModel:
         "Fused vectors (n, out_dim) of a Dataset with structures or a list of Structures (what the head reads)."
         if self.model is None: raise ConfigError("call fit() (or FusionModel.load) before embed()")
         ds, coll = self.dataset(data), MultiModalCollator(self.modalities)
-        self.model.eval(); out = []
+        dev = next(self.model.parameters()).device; self.model.eval(); out = []
         for i in range(0, len(ds), batch_size):
-            b = coll([ds[j] for j in range(i, min(i + batch_size, len(ds)))])
-            out.append(self.model(b["inputs"], b["mask"])["embeddings"].cpu().numpy())
+            b = send_to_device(coll([ds[j] for j in range(i, min(i + batch_size, len(ds)))]), dev)
+            out.append(self.model(b["inputs"], b["mask"])["embeddings"].float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.model.fusion.out_dim), np.float32)
 
     def get_params(self) -> dict:
@@ -154,12 +157,13 @@ class FusionModel:
         return path
 
     @classmethod
-    def load(cls, path) -> "FusionModel":
+    def load(cls, path, device:str|None=None) -> "FusionModel":
+        "A saved model on `device` (None: the GPU when torch sees one, else the CPU; the weights are read onto the CPU first)."
         from mmlit.registry import read_saved
         meta = read_saved(path, "fusion_model.json", "FusionModel", 1); p = meta["params"]
         net = {k: p[k] for k in ("d", "head_hidden", "dropout", "modality_dropout", "loss", "aux_weight", "balance_weight")}
         fkw = {k: v for k, v in p.items() if k in ("heads", "top_k", "mode")}
-        self = cls(p["modalities"], p["fusion"], p["modality_kw"], fusion_kw=fkw, progress=False, **net)
+        self = cls(p["modalities"], p["fusion"], p["modality_kw"], fusion_kw=fkw, progress=False, device=device, **net)
         self._names, self.info = meta["names"], {k: v for k, v in p.items() if k not in ("train",)}
         self.model = FusionNet({k: m.build_encoder() for k, m in self.modalities.items()}, n_targets=len(self._names), **self.net_kw)
         self.model.load_state_dict(torch.load(Path(path)/"fusion.pt", map_location="cpu", weights_only=True))
