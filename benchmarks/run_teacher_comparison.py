@@ -1,25 +1,40 @@
 """imKT with teacher = CHGNet / our own multimodal (contrastive) model / both, fold-paired (issue #14).
 
 For each matbench task: a `ContrastiveModel` (graph anchor; description and composition views) is pretrained on the
-mp_20 pilot structures with every composition of the task excluded (the clean protocol holds for the teacher too);
-then the `elm-imkt` recipe (MLM -> alignment -> finetuning, clean protocol) runs with each teacher set on the same
-folds. The MLM stage does not depend on the teacher, so the three runs share it; only alignment and finetuning differ.
+mp_20 pilot structures with every composition of the task excluded (the clean protocol holds for the teacher too),
+or a saved one is loaded (`--teacher-model`, e.g. the full-size model of `run_contrastive_bench.py --corpus all`; its
+`excluded_formulas.txt` must hold every composition of the task, or this stops); then the imKT recipe (`elm-imkt`:
+MLM -> alignment -> finetuning, clean protocol) runs with each teacher set on the same folds. The MLM stage does not
+depend on the teacher, so the runs share it; only alignment and finetuning differ.
 
     python benchmarks/run_teacher_comparison.py --tasks expt_gap --folds 0 [--clip-epochs 15]
-Outputs: benchmarks/results/teacher_comparison/matbench_<task>/<teachers>/ (results.json, predictions) and
-teacher.json (the contrastive model's retrieval on the held-out mp_20 pilot test rows and its cost).
+    python benchmarks/run_teacher_comparison.py --tasks expt_gap --folds 0 --teachers multimodal --preset small \\
+        --device cuda --teacher-model $OUT/contrastive/models/anchored_seed0 --recipe-kw '{"time_limit": 120}'
+Outputs: <out>/matbench_<task>/<teachers><suffix>/ (results.json, predictions) and teacher.json (the contrastive
+model's retrieval on the held-out mp_20 pilot test rows and its cost, or where the loaded teacher came from).
 """
-import argparse, json, os, time
+import argparse, json, time
 from pathlib import Path
 
 import torch
 
+from mmlit.core import ConfigError, default_device
 from mmlit.bench.core import save_bench, parse_folds
+from mmlit.comp.data import exclusion_set
 from mmlit.comp.finetune import run_imkt
 from mmlit.comp.recipes import recipe_config
 from mmlit.data.external import load_matbench
 from mmlit.data.structures import load_structure_set
 from mmlit.fusion.contrastive import ContrastiveModel
+
+def saved_teacher(path, task, device) -> ContrastiveModel:
+    "A saved contrastive model whose pretraining left out every composition of `task` (checked, not assumed)."
+    ex = Path(path)/"excluded_formulas.txt"
+    if not ex.exists(): raise ConfigError(f"{path}: no excluded_formulas.txt, so the clean protocol cannot be checked")
+    missing = exclusion_set(task) - set(ex.read_text().split())
+    if missing: raise ConfigError(f"{path} does not list {len(missing)} compositions of {task.name} as excluded from its "
+                                  f"pretraining (e.g. {sorted(missing)[:3]}): the clean protocol is not shown")
+    return ContrastiveModel.load(path, device=device)
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -27,30 +42,51 @@ def main(argv=None):
     p.add_argument("--folds", default="0")
     p.add_argument("--clip-epochs", type=int, default=15)
     p.add_argument("--teachers", default="chgnet,multimodal,chgnet+multimodal")
+    p.add_argument("--teacher-model", default=None, help="a saved ContrastiveModel to use instead of pretraining one")
+    p.add_argument("--recipe", default="elm-imkt")
+    p.add_argument("--preset", default=None, help="backbone preset (e.g. small: the recipe's width override is dropped)")
+    p.add_argument("--recipe-kw", default="{}", help="JSON: more ImKTConfig fields (budgets, time_limit, out_dir, ...)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the GPU when torch sees one)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--suffix", default="", help="appended to each result folder's name, e.g. -small-cuda")
     p.add_argument("--out", default="benchmarks/results/teacher_comparison")
     a = p.parse_args(argv)
-    torch.set_num_threads(1)
-    from run_contrastive_bench import with_descriptions   # the shared descriptions -> description cache
-    structs = load_structure_set("mp_20_pilot", progress=False)
-    with_descriptions(structs)
-    split = structs.meta["split"].to_numpy()
+    torch.set_num_threads(a.threads)
+    default_device(a.device)   # fails now, by name, on a device this machine lacks
+    kw = dict(progress=False, device=a.device, num_threads=a.threads, **json.loads(a.recipe_kw))
+    if a.preset: kw.update(preset=a.preset, backbone_overrides=None)
+    cfg = recipe_config(a.recipe, **kw)
+    structs = None
     for name in a.tasks.split(","):
         task = load_matbench(name, progress=False)
         out = Path(a.out)/task.name; out.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
-        pre = structs.subset([i for i in range(len(structs)) if split[i] != "test"])
-        cm = ContrastiveModel(("graph", "text", "composition"), epochs=a.clip_epochs, progress=False, num_threads=1).fit(pre, exclude=task)
-        held = structs.subset([i for i in range(len(structs)) if split[i] == "test"])
-        ret = cm.retrieval(held)
-        (out/"teacher.json").write_text(json.dumps(dict(info=cm.info, retrieval=ret.to_dict("records"),
-                                                        seconds=round(time.time() - t0, 1)), indent=1, default=str))
+        if a.teacher_model:
+            cm = saved_teacher(a.teacher_model, task, a.device)
+            record = dict(loaded_from=str(a.teacher_model), info=cm.info)
+        else:
+            if structs is None:
+                from run_contrastive_bench import with_descriptions   # the shared descriptions -> description cache
+                structs = load_structure_set("mp_20_pilot", progress=False)
+                with_descriptions(structs)
+                split = structs.meta["split"].to_numpy()
+            pre = structs.subset([i for i in range(len(structs)) if split[i] != "test"])
+            cm = ContrastiveModel(("graph", "text", "composition"), epochs=a.clip_epochs, progress=False, num_threads=a.threads,
+                                  device=a.device).fit(pre, exclude=task)
+            held = structs.subset([i for i in range(len(structs)) if split[i] == "test"])
+            record = dict(info=cm.info, retrieval=cm.retrieval(held).to_dict("records"))
+        (out/"teacher.json").write_text(json.dumps(dict(record, seconds=round(time.time() - t0, 1)), indent=1, default=str))
         teacher = cm.teacher()
         sets = {"chgnet": ["chgnet"], "multimodal": [teacher], "chgnet+multimodal": ["chgnet", teacher]}
         for tag in a.teachers.split(","):
             t1 = time.time()
-            r = run_imkt(task, config=recipe_config("elm-imkt", progress=False), teachers=sets[tag], folds=parse_folds(a.folds))
-            r.bench.extra.update(teachers=tag, recipe="elm-imkt", teacher_version=teacher.version)
-            save_bench(r.bench, out/tag, plot=False)
+            # stages, arch, preset and out_dir passed on explicitly: run_imkt's own defaults would replace the config's
+            r = run_imkt(task, stages=cfg.stages, arch=cfg.arch, preset=cfg.preset, out_dir=cfg.out_dir, config=cfg,
+                         teachers=sets[tag], folds=parse_folds(a.folds))
+            r.bench.extra.update(teachers=tag, recipe=a.recipe, preset=cfg.preset, device=str(default_device(a.device)),
+                                 teacher_version=teacher.version, teacher_model=a.teacher_model,
+                                 gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
+            save_bench(r.bench, out/f"{tag}{a.suffix}", plot=False)
             print(task.name, tag, f"MAE {r.bench.mean():.4f}", f"{time.time() - t1:.0f} s", flush=True)
 
 if __name__ == "__main__":
