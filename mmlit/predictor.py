@@ -405,10 +405,3 @@ def load(cls, path:str|Path) -> Predictor:
     return p
 
 Predictor.save, Predictor.load = save, load
-
-# %% ../nbs/18_predictor.ipynb #6edce27f
-def __getattr__(name):   # (a module-level hook: imported on first use, since `mmlit.predictor_model` imports this module lazily)
-    if name == "PredictorModel":
-        from mmlit.predictor_model import PredictorModel
-        return PredictorModel
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -109,7 +109,7 @@ for _f in ("magpie", "fractions"):
 register_model("mean", "mmlit.baseline:BaselineModel", "predicts the training mean (class prior): the dummy floor",
                features=None, estimator="mean")
 for _preset in ("fast", "medium", "best"):
-    register_model(f"predictor-{_preset}", "mmlit.predictor:PredictorModel",
+    register_model(f"predictor-{_preset}", "mmlit.predictor_model:PredictorModel",
                    f"the Predictor's whole model search (presets={_preset!r}: trees, language model, blend)", presets=_preset)
 register_model("tuned-tree", "mmlit.baseline:TunedTreeModel",
                "Magpie + gradient boosting (2,000 rounds, lr 0.03), validated loss, zero gate where >= 20 % of targets are 0")
