@@ -69,7 +69,8 @@ PHONON_MODELS = {   # name -> FusionModel keywords
     "xattn": dict(modalities=("graph", "text"), fusion="xattn"),
 }
 PHONON_MODELS.update({"moe": dict(modalities=("graph", "text"), fusion="moe"), "late": dict(modalities=("graph", "text"), fusion="late"),
-                "vxattn": dict(modalities=("graph", "text"), fusion="vxattn"), "mean": dict(modalities=("graph", "text"), fusion="mean")})
+                "vxattn": dict(modalities=("graph", "text"), fusion="vxattn"), "mean": dict(modalities=("graph", "text"), fusion="mean"),
+                "sum": dict(modalities=("graph", "text"), fusion="sum")})
 
 def phonons(fold:int, models:dict, seed:int=0):
     ds = load_structure_task("phonons", progress=False)
