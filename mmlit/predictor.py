@@ -229,12 +229,19 @@ def _blend(self:Predictor, preds:dict, y_all):
     w = greedy_weights(P, y_all[common], METRICS[self.eval_metric][0], higher_is_better=higher)
     blend = float(METRICS[self.eval_metric][0](y_all[common], w @ P))
     single = self._score(y_all[common], P[names.index(best)])
-    if (blend > single) if higher else (blend < single):
-        self.weights_ = {n: float(x) for n, x in zip(names, w) if x > 0}
-        self.best_ = "weighted-ensemble"
-    self.records_.append(dict(model="weighted-ensemble", status="ok (weights chosen on these rows: optimistic)",
-                              score_val=blend, fit_time=0.0, pred_time_val=math.nan,
-                              settings={n: round(float(x), 3) for n, x in zip(names, w) if x > 0}))
+    blend_w = {n: float(x) for n, x in zip(names, w) if x > 0}
+    kept = (blend > single) if higher else (blend < single)
+    if kept: self.weights_, self.best_ = blend_w, "weighted-ensemble"
+    # the blend is recorded (with its weights) even when not kept, so the leaderboard can score the blend itself
+    self.records_.append(dict(model="weighted-ensemble", score_val=blend, fit_time=0.0, pred_time_val=math.nan,
+                              status="ok (weights chosen on these rows: optimistic)" if kept else
+                                     f"not kept: no better than {best!r} on these rows (weights chosen on them)",
+                              settings={n: round(x, 3) for n, x in blend_w.items()}, weights=blend_w))
+
+def _blend_weights(self:Predictor) -> dict:
+    "The weighted ensemble's weights, whether or not it was kept as the best ({} when fewer than two families ran)."
+    r = next((r for r in self.records_ if r["model"] == "weighted-ensemble"), {})
+    return r.get("weights") or r.get("settings") or {}   # (predictors saved before weights were recorded: rounded)
 
 def _on_rows(p, rows, common):
     "A family's validation predictions on the rows `common` (out-of-fold rows are a subset of all rows)."
@@ -242,7 +249,7 @@ def _on_rows(p, rows, common):
     pos = {r: i for i, r in enumerate(rows.tolist())}
     return p[[pos[c] for c in common]]
 
-Predictor._blend = _blend
+Predictor._blend, Predictor._blend_weights = _blend, _blend_weights
 
 # %% ../nbs/18_predictor.ipynb #68fa6837
 def _model(self:Predictor, model:str|None=None, have:set|None=None):
@@ -261,9 +268,11 @@ def _model(self:Predictor, model:str|None=None, have:set|None=None):
         kind = "composition-only model" if not needs(pick) else "model that needs less"
         warnings.warn(f"no {' or '.join(lack)} column: predicting with the best {kind} {pick!r} instead of {self.best_!r}")
         return self.models_[pick]
-    if model is None or model == "weighted-ensemble":   # (weights_ is {best: 1.0} when no blend was kept)
-        names = list(self.weights_)
-        return WeightedEnsemble([self.models_[n] for n in names], [self.weights_.get(n, 1.0) for n in names], name=self.best_)
+    if model is None or model == "weighted-ensemble":   # the best (weights_ is {best: 1.0} when no blend was kept), or the blend
+        w = self.weights_ if model is None else self._blend_weights()
+        if not w: raise ConfigError("no weighted ensemble was fitted (it needs two model families or more)")
+        if model and not all(can(n) for n in w): raise ConfigError(f"the weighted ensemble reads columns this data lacks: {sorted(w)}")
+        return WeightedEnsemble([self.models_[n] for n in w], list(w.values()), name=self.best_ if model is None else model)
     if model not in self.models_: raise ConfigError(f"no fitted model {model!r}; fitted: {sorted(self.models_)}")
     return self.models_[model]
 
@@ -339,7 +348,7 @@ def leaderboard(self:Predictor, data=None) -> pd.DataFrame:
     if data is not None:
         df, y, test = *self._labelled(data), []   # the table is read and validated once for every model
         for name in lb.model:
-            ok = name in self.models_ or (name == "weighted-ensemble" and len(self.weights_) > 0)
+            ok = name in self.models_ or (name == "weighted-ensemble" and bool(self._blend_weights()))
             t0 = time.time()
             test.append((self._evaluate(df, y, name)[self.eval_metric], time.time() - t0) if ok else (math.nan, math.nan))
         lb.insert(1, "score_test", [s for s, _ in test]); lb["pred_time_test"] = [t for _, t in test]

@@ -259,3 +259,18 @@ def test_describe_true_writes_robocrys_texts_for_a_fusion_family(tmp_path, monke
     rec = {r["model"]: r for r in p.records_}["fusion-concat"]
     assert rec["status"] == "ok" and np.isfinite(rec["score_val"])
     assert np.isfinite(p.predict(df)).all()
+
+
+def test_blend_not_kept_is_recorded_as_such():
+    "A blend no better than the best family is recorded (status, weights) but the best family is what predicts."
+    rng = np.random.default_rng(0)
+    y = np.arange(30.0)
+    good, noisy = y + 0.01 * rng.normal(size=30), y + 5 * rng.normal(size=30)
+    p = Predictor("y", verbosity=0)
+    p.eval_metric, p.models_ = "mae", {"good": object(), "noisy": object()}
+    p.records_ = [dict(model="good", score_val=float(np.abs(good - y).mean())), dict(model="noisy", score_val=float(np.abs(noisy - y).mean()))]
+    p._blend({"good": (good, None), "noisy": (noisy, None)}, y)
+    rec = p.records_[-1]
+    assert rec["model"] == "weighted-ensemble" and rec["status"].startswith("not kept") and "'good'" in rec["status"]
+    assert p.best_ == "good" and p.weights_ == {"good": 1.0}
+    assert p._blend_weights() == rec["weights"] and set(rec["weights"]) <= {"good", "noisy"}
