@@ -80,9 +80,7 @@ def main(argv=None):
         sets = {"chgnet": ["chgnet"], "multimodal": [teacher], "chgnet+multimodal": ["chgnet", teacher]}
         for tag in a.teachers.split(","):
             t1 = time.time()
-            # stages, arch, preset and out_dir passed on explicitly: run_imkt's own defaults would replace the config's
-            r = run_imkt(task, stages=cfg.stages, arch=cfg.arch, preset=cfg.preset, out_dir=cfg.out_dir, config=cfg,
-                         teachers=sets[tag], folds=parse_folds(a.folds))
+            r = run_imkt(task, config=cfg, teachers=sets[tag], folds=parse_folds(a.folds))
             r.bench.extra.update(teachers=tag, recipe=a.recipe, preset=cfg.preset, device=str(default_device(a.device)),
                                  teacher_version=teacher.version, teacher_model=a.teacher_model,
                                  gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)

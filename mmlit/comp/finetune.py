@@ -437,18 +437,19 @@ class ImKTResult:
         return f"ImKTResult({self.config.name}: {score}; {self.protocol})"
 
 def run_imkt(task:Dataset, # the property data (with `folds` for the matbench protocol)
-             stages="mlm+align+ft", # stages to run, e.g. ("mlm", "align", "finetune") or "ft"
-             arch:str="bert", preset:str="tiny",
-             teachers=("chgnet", "alignn"), # alignment teachers (names or Teacher objects)
+             stages=None, # stages to run, e.g. "mlm+align+ft" (the default), ("mlm", "align", "finetune") or "ft"
+             arch:str|None=None, preset:str|None=None, # default "bert", "tiny"
+             teachers=None, # alignment teachers (names or Teacher objects; default CHGNet and ALIGNN)
              out_dir=None, # stage cache folder (default: cache_dir("imkt"))
              folds=None, # test folds (needs `task.folds`); None: one random hold-out split
              test_frac:float=0.2, # hold-out test fraction when `folds` is None
-             config:ImKTConfig|None=None, # base config (the arguments above override it)
+             config:ImKTConfig|None=None, # base config; the arguments above override it where given (None: the config's)
              **kw, # more ImKTConfig fields: budgets (mlm_epochs, n_structures, ...), seed, device, protocol
             ) -> ImKTResult:
     "Pretrain once per task (clean protocol), finetune and test on each fold or on a hold-out split."
-    cfg = replace(config or ImKTConfig(), stages=stages, arch=arch, preset=preset, teachers=tuple(teachers),
-                  out_dir=None if out_dir is None else str(out_dir), **kw)
+    given = dict(stages=stages, arch=arch, preset=preset, teachers=None if teachers is None else tuple(teachers),
+                 out_dir=None if out_dir is None else str(out_dir))
+    cfg = replace(config or ImKTConfig(), **{k: v for k, v in given.items() if v is not None}, **kw)
     ex = task if cfg.protocol == "clean" else None
     paths = pretrain_imkt(cfg, ex) if any(s != "finetune" for s in cfg.stages) else {}
     if "finetune" not in cfg.stages:   # pretraining only (e.g. "mlm" or "mlm+align")
