@@ -29,7 +29,9 @@ def test_time_limit_is_respected_by_a_language_model(table):
                                         hyperparameters={"tuned-tree": {"max_iter": 100},
                                                          "elm-fast": {"ft_steps": 1_000_000, "ft_epochs": 10_000, "patience": None}})
     took = time.time() - t0
-    assert took < 25 + 20, took                       # tolerance: featurisation, validation and prediction after the limit
+    # the unlimited run takes hours; the tolerance covers featurisation, validation and prediction after the limit on
+    # a loaded 2-core CI machine (the limit itself is checked by `timed_out` below, not by this wall-clock bound)
+    assert took < 25 + 90, took
     s = p.fit_summary()
     assert "elm-fast" in s["models"] and np.isfinite(s["models"]["elm-fast"]["score_val"])   # stopped, kept its best epoch
     assert p.models_["elm-fast"].result.trainer.timed_out
