@@ -235,6 +235,8 @@ def fusion_settings(name:str, kw:dict, modalities:list, have:set) -> dict:
     mkw = {k: dict(v) for k, v in (kw.get("modality_kw") or {}).items()}
     for k in GIVEN:   # the user's own texts / images sit in `Dataset.meta[k]` (see `load_user_table`)
         if k in mods and k in have: mkw.setdefault(k, {}).setdefault("column", k)
+    if "text" in mods and "text" not in have:   # robocrys describes the structures: the reduce-once matcher, same texts
+        mkw.setdefault("text", {}).setdefault("describer", "robocrys-fast")
     return {**kw, "modalities": mods, "modality_kw": mkw}
 
 # %% ../nbs/18a_predictor_columns.ipynb #f7bfef0f

@@ -22,10 +22,10 @@ from ..struct.models import build_structure_model
 from ..struct.data import GraphCollator
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'IMAGE_SIZE', 'MODALITIES', 'DEFAULT_MODALITY_KW', 'rows_of', 'given_values', 'Modality',
-           'node_states', 'GraphEncoder', 'GraphModality', 'TextEncoder', 'TextModality', 'CompositionEncoder',
-           'CompositionModality', 'read_image', 'ImageModality', 'TabularModality', 'make_modality',
-           'modality_settings', 'MultiModalDataset', 'MultiModalCollator', 'encode_batch']
+__all__ = ['DESCRIBERS', 'IMAGE_SUFFIXES', 'IMAGE_SIZE', 'MODALITIES', 'DEFAULT_MODALITY_KW', 'rows_of', 'given_values',
+           'Modality', 'node_states', 'GraphEncoder', 'GraphModality', 'TextEncoder', 'TextModality',
+           'CompositionEncoder', 'CompositionModality', 'read_image', 'ImageModality', 'TabularModality',
+           'make_modality', 'modality_settings', 'MultiModalDataset', 'MultiModalCollator', 'encode_batch']
 
 # %% ../../nbs/40_fusion.core.ipynb #b951067e
 def rows_of(data) -> tuple[list, list, list]:
@@ -103,17 +103,19 @@ class TextEncoder(nn.Module):
         if batch.get("tokens") is None: raise ConfigError("this text batch has no per-token states: TextModality(tokens=True)")
         return self.proj(batch["tokens"].float()), batch["token_mask"]
 
+DESCRIBERS = ("robocrys", "robocrys-fast", "fallback")   # robocrys-fast: `describe_structures(fast_minerals=True)`
+
 class TextModality(Modality):
     "Structure descriptions (text wing: cached robocrys or fallback text, cached frozen encoder outputs)."
     name = "text"
     def __init__(self, encoder:str="minilm", # "minilm" or a local HF model folder
-                 describer:str="robocrys", # "robocrys" (cached, with fallback) or "fallback"
+                 describer:str="robocrys", # "robocrys" (cached, with fallback), "robocrys-fast" (same texts, reduce-once mineral match) or "fallback"
                  dim:int=128, # width of the trained projection
                  tokens:bool=False, # keep per-token states (cross-attention)
                  max_tokens:int=128, # tokens kept per text for cross-attention
                  max_length:int=512, cache=True, n_jobs:int=2, timeout:float|None=60,
                  column:str|None=None): # a `Dataset.meta` column of the user's own texts, used as given; None: describe the structures
-        if describer not in ("robocrys", "fallback"): raise ConfigError(f"describer must be 'robocrys' or 'fallback', got {describer!r}")
+        if describer not in DESCRIBERS: raise ConfigError(f"describer must be one of {DESCRIBERS}, got {describer!r}")
         self.encoder, self.describer, self.dim, self.tokens, self.max_tokens = str(encoder), describer, dim, tokens, max_tokens
         self.max_length, self.cache, self.n_jobs, self.timeout, self._enc = max_length, cache, n_jobs, timeout, None
         self.column = column
@@ -128,7 +130,8 @@ class TextModality(Modality):
     def texts(self, structs, ids, progress=False) -> list:
         from mmlit.text.describe import describe_structures, fallback_description
         if self.describer == "fallback": return [fallback_description(s) for s in structs]
-        return describe_structures(structs, ids, n_jobs=self.n_jobs, timeout=self.timeout, cache=self.cache, progress=progress).description.tolist()
+        return describe_structures(structs, ids, n_jobs=self.n_jobs, timeout=self.timeout, cache=self.cache, progress=progress,
+                                   fast_minerals=self.describer == "robocrys-fast").description.tolist()
 
     def _rows(self, data, progress) -> tuple[int, list, list]:
         "(rows, the rows that have a text, their texts): the user's column as given, else descriptions of the structures."
