@@ -66,9 +66,10 @@ def text(s: str) -> str: return html.unescape(re.sub(r'<[^>]+>', '', s))
 def show_doc_blocks(d: str) -> list[str]:
     "Names documented by nbdev's show_doc: an H3 anchored at the name, followed by its `def`/`class` signature."
     out = []
-    for m in re.finditer(r'<h3 id="([\w.]+)"[^>]*>(.*?)</h3>(.{0,3000}?)(?=<h3 |$)', d, re.S):
-        name = m.group(1).split('.')[-1]
-        if re.search(rf'\b(def|class)\s+{re.escape(name)}\b', text(m.group(3))): out.append(name)
+    for part in re.split(r'(?=<h3 )', d):   # one piece per H3, so a heading's match never runs into the next one's
+        m = re.match(r'<h3 id="([\w.]+)"[^>]*>.*?</h3>(.*)', part, re.S)
+        if m and re.search(rf'\b(def|class)\s+{re.escape(m.group(1).split(".")[-1])}\b', text(m.group(2)[:3000])):
+            out.append(m.group(1).split('.')[-1])
     return out
 
 def local_links(d: str, page: Path) -> list[Path]:
