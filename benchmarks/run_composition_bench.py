@@ -10,7 +10,7 @@ Reads the task tables from the shared data folder (MMLIT_DATA or ../shared/data)
 import argparse, importlib, json, os, resource, sys, time
 from pathlib import Path
 
-from mmlit.bench.core import make_model, run_matbench, save_bench, load_bench, parse_folds
+from mmlit.bench.core import make_model, run_matbench, save_bench, parse_folds, resume_bench, merge_folds
 from mmlit.data.external import load_matbench
 
 TASKS = ["expt_gap", "dielectric", "log_gvrh", "log_kvrh", "phonons", "perovskites"]
@@ -38,14 +38,10 @@ def main(argv=None):
             t0 = time.time()
             out = Path(a.out) / ds.name / (a.tag or name.split(':')[-1])
             # resume: folds already in the results folder (same model settings) are kept, only the others run
-            old = load_bench(out) if (out/"results.json").exists() else None
-            if old is not None and old.extra.get("model_kw") != kw: raise SystemExit(f"{out} holds a run with other settings")
-            todo = [k for k in parse_folds(a.folds) if old is None or k not in {f.fold for f in old.folds}]
+            old, todo = resume_bench(out, parse_folds(a.folds), dict(model_kw=kw))
             if not todo: print(f"{out}: all folds done", flush=True); continue
             res = run_matbench(ds, lambda: factory(name, seed=a.seed, progress=False, **kw), folds=todo, progress=False)
-            if old is not None:
-                res.folds = sorted(old.folds + res.folds, key=lambda f: f.fold)
-                res.wall_time += old.wall_time; res.cpu_time += old.cpu_time
+            res = merge_folds(res, old)
             res.extra.update(model_kw=kw, registry_name=name, tag=a.tag,
                              max_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                              torch_threads=os.environ.get("OMP_NUM_THREADS"))

@@ -62,15 +62,15 @@ def with_description_column(ds: Dataset, known: dict, source: str | None = None)
 
 def corpora(a, test: Dataset):
     "(pretraining rows, held-out rows, rows to exclude by composition, notes) of the chosen corpus."
-    task = None
+    tasks = []   # one teacher for several tasks: leave out the compositions of all of them
     if a.exclude_task:
         from mmlit.data.external import load_dataset
-        task = load_dataset(a.exclude_task)
+        tasks = [load_dataset(t) for t in a.exclude_task.split(",")]
     if a.corpus == "mp_20_pilot":
         ds = load_structure_set("mp_20_pilot", split=None, progress=False)
         split = ds.meta["split"].to_numpy()
         pre = ds.subset([i for i in range(len(ds)) if split[i] in ("train", "val")][:a.max_per_source])
-        return pre, test, [test] + ([task] if task is not None else []), dict(descriptions_cached=with_descriptions(pre) + with_descriptions(test))
+        return pre, test, [test] + tasks, dict(descriptions_cached=with_descriptions(pre) + with_descriptions(test))
     pre = structure_corpus(max_rows=a.max_per_source, dedupe=a.dedupe, progress=False)
     disordered = [i for i, s in enumerate(pre.structures) if not s.is_ordered]   # graphs need ordered structures
     pre = pre.subset(sorted(set(range(len(pre))) - set(disordered)))
@@ -78,7 +78,7 @@ def corpora(a, test: Dataset):
     pre, test = with_description_column(pre, known), with_description_column(test, known, "mp_20_pilot")
     n_text = int(pre.meta.description.notna().sum())
     sources = pre.meta.source.value_counts().to_dict()
-    return pre, test, [test] + ([task] if task is not None else []), dict(corpus_rows_by_source=sources, corpus_rows_with_text=n_text,
+    return pre, test, [test] + tasks, dict(corpus_rows_by_source=sources, corpus_rows_with_text=n_text,
                                                                          disordered_dropped=len(disordered))
 
 def warm_text_cache(datasets, device: torch.device) -> int:
@@ -91,7 +91,7 @@ def warm_text_cache(datasets, device: torch.device) -> int:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--corpus", choices=("mp_20_pilot", "all"), default="mp_20_pilot")
-    p.add_argument("--exclude-task", default=None, help="registered dataset whose compositions are left out (clean protocol)")
+    p.add_argument("--exclude-task", default=None, help="registered dataset(s), comma-separated, whose compositions are left out (clean protocol)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--modes", default="anchored,all")
     p.add_argument("--max-rows", "--max-per-source", dest="max_per_source", type=int, default=None,

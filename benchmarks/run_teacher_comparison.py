@@ -10,7 +10,8 @@ depend on the teacher, so the runs share it; only alignment and finetuning diffe
     python benchmarks/run_teacher_comparison.py --tasks expt_gap --folds 0 [--clip-epochs 15]
     python benchmarks/run_teacher_comparison.py --tasks expt_gap --folds 0 --teachers multimodal --preset small \\
         --device cuda --teacher-model $OUT/contrastive/models/anchored_seed0 --recipe-kw '{"time_limit": 120}'
-Outputs: <out>/matbench_<task>/<teachers><suffix>/ (results.json, predictions) and teacher.json (the contrastive
+Outputs: <out>/matbench_<task>/<teachers><suffix>/ (results.json, predictions; folds already there with the same
+settings are kept, so runs resume and extend fold by fold) and teacher<suffix>.json (the contrastive
 model's retrieval on the held-out mp_20 pilot test rows and its cost, or where the loaded teacher came from).
 """
 import argparse, json, time
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 
 from mmlit.core import ConfigError, default_device
-from mmlit.bench.core import save_bench, parse_folds
+from mmlit.bench.core import save_bench, parse_folds, resume_bench, merge_folds
 from mmlit.comp.data import exclusion_set
 from mmlit.comp.finetune import run_imkt
 from mmlit.comp.recipes import recipe_config
@@ -57,35 +58,44 @@ def main(argv=None):
     if a.preset: kw.update(preset=a.preset, backbone_overrides=None)
     cfg = recipe_config(a.recipe, **kw)
     structs = None
+    tags = a.teachers.split(",")
+    if bad := [t for t in tags if t not in ("chgnet", "multimodal", "chgnet+multimodal")]:
+        raise ConfigError(f"unknown teacher set(s) {bad}; choose from chgnet, multimodal, chgnet+multimodal")
     for name in a.tasks.split(","):
         task = load_matbench(name, progress=False)
         out = Path(a.out)/task.name; out.mkdir(parents=True, exist_ok=True)
-        t0 = time.time()
-        if a.teacher_model:
-            cm = saved_teacher(a.teacher_model, task, a.device)
-            record = dict(loaded_from=str(a.teacher_model), info=cm.info)
-        else:
-            if structs is None:
-                from run_contrastive_bench import with_descriptions   # the shared descriptions -> description cache
-                structs = load_structure_set("mp_20_pilot", progress=False)
-                with_descriptions(structs)
-                split = structs.meta["split"].to_numpy()
-            pre = structs.subset([i for i in range(len(structs)) if split[i] != "test"])
-            cm = ContrastiveModel(("graph", "text", "composition"), epochs=a.clip_epochs, progress=False, num_threads=a.threads,
-                                  device=a.device).fit(pre, exclude=task)
-            held = structs.subset([i for i in range(len(structs)) if split[i] == "test"])
-            record = dict(info=cm.info, retrieval=cm.retrieval(held).to_dict("records"))
-        (out/"teacher.json").write_text(json.dumps(dict(record, seconds=round(time.time() - t0, 1)), indent=1, default=str))
-        teacher = cm.teacher()
+        teacher = None
+        if any("multimodal" in t for t in tags):   # CHGNet alone needs no contrastive model
+            t0 = time.time()
+            if a.teacher_model:
+                cm = saved_teacher(a.teacher_model, task, a.device)
+                record = dict(loaded_from=str(a.teacher_model), info=cm.info)
+            else:
+                if structs is None:
+                    from run_contrastive_bench import with_descriptions   # the shared descriptions -> description cache
+                    structs = load_structure_set("mp_20_pilot", progress=False)
+                    with_descriptions(structs)
+                    split = structs.meta["split"].to_numpy()
+                pre = structs.subset([i for i in range(len(structs)) if split[i] != "test"])
+                cm = ContrastiveModel(("graph", "text", "composition"), epochs=a.clip_epochs, progress=False,
+                                      num_threads=a.threads, device=a.device).fit(pre, exclude=task)
+                held = structs.subset([i for i in range(len(structs)) if split[i] == "test"])
+                record = dict(info=cm.info, retrieval=cm.retrieval(held).to_dict("records"))
+            (out/f"teacher{a.suffix}.json").write_text(json.dumps(dict(record, seconds=round(time.time() - t0, 1)), indent=1, default=str))
+            teacher = cm.teacher()
         sets = {"chgnet": ["chgnet"], "multimodal": [teacher], "chgnet+multimodal": ["chgnet", teacher]}
-        for tag in a.teachers.split(","):
+        for tag in tags:
             t1 = time.time()
-            r = run_imkt(task, config=cfg, teachers=sets[tag], folds=parse_folds(a.folds))
-            r.bench.extra.update(teachers=tag, recipe=a.recipe, preset=cfg.preset, device=str(default_device(a.device)),
-                                 teacher_version=teacher.version, teacher_model=a.teacher_model,
-                                 gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
-            save_bench(r.bench, out/f"{tag}{a.suffix}", plot=False)
-            print(task.name, tag, f"MAE {r.bench.mean():.4f}", f"{time.time() - t1:.0f} s", flush=True)
+            # resume: folds saved with the same recipe (and the same multimodal teacher) are kept, only the others run
+            same = dict(recipe=a.recipe, preset=a.preset) | ({"teacher_version": teacher.version} if teacher and "multimodal" in tag else {})
+            old, todo = resume_bench(out/f"{tag}{a.suffix}", parse_folds(a.folds), same)
+            if not todo: print(task.name, tag, "all folds done", flush=True); continue
+            r = run_imkt(task, config=cfg, teachers=sets[tag], folds=todo)
+            r.bench.extra.update(teachers=tag, device=str(default_device(a.device)), teacher_model=a.teacher_model,
+                                 gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, **same)
+            res = merge_folds(r.bench, old)
+            save_bench(res, out/f"{tag}{a.suffix}", plot=False)
+            print(task.name, tag, f"MAE {res.mean():.4f} over folds {[f.fold for f in res.folds]}", f"{time.time() - t1:.0f} s", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -24,9 +24,9 @@ from ..protocol import (MATBENCH_PROTOCOL, run_matbench, run_holdout, run_split,
 
 # %% auto #0
 __all__ = ['LEADERBOARD_FILE', 'COMPARE_WITH', 'load_leaderboard', 'compare_leaderboard', 'parity_plot', 'plot_bench',
-           'save_bench', 'load_bench', 'bench_cli', 'MODELS', 'STRUCTURE_MODELS', 'register_model', 'make_model',
-           'model_names', 'describe_models', 'MATBENCH_PROTOCOL', 'run_matbench', 'run_holdout', 'run_split',
-           'parse_folds']
+           'save_bench', 'load_bench', 'resume_bench', 'merge_folds', 'bench_cli', 'MODELS', 'STRUCTURE_MODELS',
+           'register_model', 'make_model', 'model_names', 'describe_models', 'MATBENCH_PROTOCOL', 'run_matbench',
+           'run_holdout', 'run_split', 'parse_folds']
 
 # %% ../../nbs/60_bench.core.ipynb #b3e0a1c2
 # re-exported: `from mmlit.bench.core import run_matbench, MODELS, make_model, register_model` keeps working
@@ -130,6 +130,25 @@ def save_bench(result:BenchResult, out:str|Path, leaderboard:pd.DataFrame|None=N
 def load_bench(out:str|Path) -> BenchResult:
     "Read a folder written by `save_bench` (predictions included when `predictions.csv.gz` is there)."
     return load_result(out)
+
+# %% ../../nbs/60_bench.core.ipynb #83750975
+def resume_bench(out:str|Path, folds:list, settings:dict|None=None, # what must match `extra[key]` of the saved run
+                ) -> tuple[BenchResult|None, list]:
+    "(the run saved in `out` or None, the folds of `folds` it does not hold yet); stops if it was run with other `settings`."
+    if not (Path(out)/"results.json").exists(): return None, list(folds)
+    old = load_bench(out)
+    diff = {k: (old.extra.get(k), v) for k, v in (settings or {}).items() if old.extra.get(k) != v}
+    if diff: raise ConfigError(f"{out} holds a run with other settings (saved, asked): {diff}; use another folder")
+    done = {f.fold for f in old.folds}
+    return old, [k for k in folds if k not in done]
+
+def merge_folds(new:BenchResult, old:BenchResult|None) -> BenchResult:
+    "`new` with the folds of `old` it does not have (sorted by fold), and their time added."
+    if old is None: return new
+    mine = {f.fold for f in new.folds}
+    new.folds = sorted(new.folds + [f for f in old.folds if f.fold not in mine], key=lambda f: f.fold)
+    new.wall_time += old.wall_time; new.cpu_time += old.cpu_time
+    return new
 
 # %% ../../nbs/60_bench.core.ipynb #9592cc91
 def _is_user_table(task:str|None, data:str|None) -> bool:
