@@ -1,7 +1,7 @@
 """imKT ablation on matbench (5-fold, official folds): pretraining stages x backbone architecture.
 
 Every number in `benchmarks/results/imkt_ablation/` comes from this script. It runs a priority-ordered plan of
-(task, arch, stages) configurations with `mmlit.comp.finetune.run_imkt` (clean protocol: one pretraining per task on
+(task, arch, stages) configurations with `mmlit.comp.imkt.run_imkt` (clean protocol: one pretraining per task on
 corpora minus every composition of that task, finetuned per fold through `mmlit.bench.core.run_matbench`) and writes,
 after each finished configuration:
 
@@ -26,7 +26,7 @@ torch.set_num_threads(1)
 
 from mmlit.bench.core import save_bench, load_leaderboard
 from mmlit.data.external import load_matbench
-from mmlit.comp.finetune import ImKTConfig, run_imkt
+from mmlit.comp.imkt import ImKTConfig, run_imkt
 from mmlit.comp.align import alignment_corpus, resolve_teachers
 from mmlit.comp.pretrain import read_stage
 from mmlit.comp.model import count_parameters

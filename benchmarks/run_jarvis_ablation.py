@@ -26,7 +26,7 @@ torch.set_num_threads(1)
 from mmlit.protocol import run_split, save_result
 from mmlit.metrics import hardware_info
 from mmlit.data.jarvis import load_jarvis, jarvis_property
-from mmlit.comp.finetune import ImKTConfig, ImKTModel
+from mmlit.comp.imkt import ImKTConfig, ImKTModel
 from mmlit.comp.align import alignment_corpus, resolve_teachers
 from mmlit.comp.pretrain import read_stage
 

@@ -29,7 +29,7 @@ from mmlit.protocol import run_split, save_result
 from mmlit.metrics import mae, hardware_info
 from mmlit.data.jarvis import load_jarvis, jarvis_property
 from mmlit.data.external import load_jarvis_prototypes
-from mmlit.comp.finetune import ImKTConfig, ImKTModel
+from mmlit.comp.imkt import ImKTConfig, ImKTModel
 from mmlit.interpret.shapiq import explain_many
 from mmlit.interpret.analysis import (interactions_frame, element_importance, top_interactions, player_kind,
                                       coefficient_patterns, prototype_labels, prototype_table)

@@ -22,7 +22,7 @@ import torch
 from mmlit.core import ConfigError, default_device
 from mmlit.bench.core import save_bench, parse_folds, resume_bench, merge_folds
 from mmlit.comp.data import exclusion_set
-from mmlit.comp.finetune import run_imkt
+from mmlit.comp.imkt import run_imkt
 from mmlit.comp.recipes import recipe_config
 from mmlit.data.external import load_matbench
 from mmlit.data.structures import load_structure_set

@@ -118,7 +118,7 @@ for _arch in ("bert", "roformer", "modernbert"):
     for _preset in ("tiny", "small", "base"):
         for _stages in ("ft", "mlm+ft", "align+ft", "mlm+align+ft"):
             _name = f"clm-{_arch}-{_preset}-{_stages}"
-            register_model(_name, "mmlit.comp.finetune:make_clm_model",
+            register_model(_name, "mmlit.comp.imkt:make_clm_model",
                            f"chemical language model ({_arch}, {_preset}), imKT stages {_stages}", name=_name)
 
 for _recipe, _d in [("elm-fast", "element tokens + mat2vec, 256 x 3 BERT, Magpie head, zero gate, L1; no pretraining"),

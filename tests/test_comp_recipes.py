@@ -102,7 +102,7 @@ def test_lean_benchmark_script_measures_one_model(tmp_path):
 
 
 def test_pretraining_stage_reused_when_its_corpus_is_clean_for_the_new_task(tmp_path):
-    from mmlit.comp.finetune import ImKTConfig, pretrain_imkt, check_clean
+    from mmlit.comp.imkt import ImKTConfig, pretrain_imkt, check_clean
     cfg = ImKTConfig(stages="mlm+ft", mlm_sources=("shipped_structures",), mlm_max_size=60, mlm_epochs=1, batch_size=16,
                      out_dir=str(tmp_path), progress=False, device="cpu", num_threads=1,
                      backbone_overrides=TINY["backbone_overrides"])

@@ -49,7 +49,7 @@ def test_none_is_the_gpu_when_there_is_one(name):
     assert cfg(MAKERS[name](device="cpu")).cpu is True
 
 def test_imkt_config_uses_the_same_rule():
-    from mmlit.comp.finetune import ImKTConfig
+    from mmlit.comp.imkt import ImKTConfig
     assert ImKTConfig(device="cpu").train_config("mlm").cpu is True
     assert ImKTConfig().train_config("finetune").cpu is (not HAS_CUDA)
     with pytest.raises(ConfigError, match="'tpu9'"): ImKTConfig(device="tpu9").train_config("align")

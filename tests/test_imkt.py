@@ -16,8 +16,9 @@ from mmlit.comp.teachers import Teacher, TorchModuleTeacher
 from mmlit.comp.data import CompositionDataset, composition_corpus, exclusion_set, stability_weights
 from mmlit.comp.pretrain import pretrain_mlm, read_stage
 from mmlit.comp.align import align, CompositionForAlignment, alignment_loss
-from mmlit.comp.finetune import (finetune, predict, load_finetuned, run_imkt, parse_stages, ImKTConfig, ImKTModel,
-                                 make_clm_model, register_clm_models, check_clean, CLM_MODEL_NAMES)
+from mmlit.comp.finetune import finetune, predict, load_finetuned
+from mmlit.comp.imkt import (run_imkt, parse_stages, ImKTConfig, ImKTModel, make_clm_model, register_clm_models, check_clean,
+                             CLM_MODEL_NAMES)
 from mmlit.train.core import TrainConfig
 
 ELS = ["Li", "Na", "K", "Mg", "Ca", "Sr", "Ba", "Al", "Ga", "Zn", "Fe", "Co", "Ni", "Cu", "Ti", "O", "S", "Se", "F", "Cl", "Br", "N"]
@@ -222,8 +223,8 @@ def test_bench_registry_names():
 def test_pretrain_and_finetune_cli(tmp_path, capsys):
     from mmlit.cli import main, register_command, COMMANDS
     saved = dict(COMMANDS)
-    register_command("pretrain", "mmlit.comp.finetune:pretrain_cli")
-    register_command("finetune", "mmlit.comp.finetune:finetune_cli")
+    register_command("pretrain", "mmlit.comp.imkt:pretrain_cli")
+    register_command("finetune", "mmlit.comp.imkt:finetune_cli")
     try:
         out = tmp_path/"mlm"
         assert main(["pretrain", "--stage", "mlm", "--corpus", "ricci,shipped_structures", "--max-size", "150", "--epochs", "2",
@@ -259,8 +260,8 @@ def test_larger_presets_train_and_round_trip(tmp_path, arch, preset):
 _BUILD_STAGE = """
 import json, os, sys, torch
 torch.set_num_threads(1)
-import mmlit.comp.finetune as ft
-from mmlit.comp.finetune import ImKTConfig, pretrain_imkt
+import mmlit.comp.imkt as ft
+from mmlit.comp.imkt import ImKTConfig, pretrain_imkt
 build = ft._build_stage
 def logged_build(cfg, stage, path, *a):   # record every build of a stage, by process
     with open(sys.argv[2], "a") as f: f.write(f"{os.getpid()} {stage}\\n")

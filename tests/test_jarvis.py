@@ -120,7 +120,7 @@ def test_bench_cli_uses_official_split(tmp_path):
 def test_clean_protocol_excludes_test_compositions():
     "run_split hands the model the whole task (set_task): the imKT exclusion set covers every test composition."
     from mmlit.comp.data import exclusion_set
-    from mmlit.comp.finetune import ImKTModel
+    from mmlit.comp.imkt import ImKTModel
     from mmlit.comp.recipes import recipe_config
     from mmlit.protocol import run_split
     ds = load_jarvis("slme")

@@ -43,7 +43,7 @@ def test_unknown_model_lists_the_names():
 def test_describe_models_and_flags():
     d = describe_models()
     assert set(d.index) == set(MODELS) and d.loc["alignn-small", "input"] == "structure"
-    assert d.loc["clm-bert-tiny-ft", "factory"] == "mmlit.comp.finetune:make_clm_model"
+    assert d.loc["clm-bert-tiny-ft", "factory"] == "mmlit.comp.imkt:make_clm_model"
     assert "cgcnn" in model_names(needs_structures=True) and "cgcnn" not in model_names(needs_structures=False)
     assert model_entry("baseline-magpie-hgb").kwargs == {"features": "magpie", "estimator": "hgb"}
 
@@ -110,7 +110,7 @@ under = lambda name, prefixes: any(name == p or name.startswith(p + ".") for p i
 
 
 def test_import_parser_sees_function_level_and_relative_imports(tmp_path):
-    f = ROOT/"mmlit"/"comp"/"finetune.py"
+    f = ROOT/"mmlit"/"comp"/"imkt.py"
     imps = _imports(f)
     assert "mmlit.protocol" in imps and "mmlit.data.external" in imps   # relative (top) and absolute (in a function)
 

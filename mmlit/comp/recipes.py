@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields
 from ..core import ConfigError
 from ..ensemble import Ensemble
 from .model import ARCHS
-from .finetune import ImKTConfig, ImKTModel
+from .imkt import ImKTConfig, ImKTModel
 
 # %% auto #0
 __all__ = ['RECIPES', 'width', 'recipe_config', 'make_recipe']

@@ -14,7 +14,8 @@ import mmlit
 from ..core import ConfigError
 from ..registry import read_saved
 from .pretrain import StageResult, save_stage, read_stage
-from .finetune import ImKTConfig, ImKTModel, load_finetuned
+from .finetune import load_finetuned
+from .imkt import ImKTConfig, ImKTModel
 
 # %% auto #0
 __all__ = ['SAVE_FORMAT', 'save_imkt', 'load_imkt']
