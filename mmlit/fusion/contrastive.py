@@ -14,13 +14,13 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from fastcore.basics import patch
-from accelerate.utils import send_to_device
 
 import mmlit
 from ..core import ConfigError, DataError, seed_everything, default_device
 from ..data.core import Dataset
 from ..data.composition import reduced_formula
 from ..train.core import Trainer, TrainConfig
+from ..train.data import batched_outputs
 from .core import MultiModalCollator, MultiModalDataset, encode_batch, make_modality, modality_settings, rows_of
 
 # %% auto #0
@@ -161,12 +161,9 @@ class ContrastiveModel:
     def latents(self, data, batch_size:int=128) -> dict:
         "{modality: (n, latent)} normalised embeddings of a Dataset with structures (zeros where a modality is missing)."
         if self.model is None: raise ConfigError("call fit() (or ContrastiveModel.load) before latents()")
-        ds, coll = self.dataset(data), MultiModalCollator(self.modalities)
-        dev = next(self.model.parameters()).device; self.model.eval(); out = {k: [] for k in self.modalities}
-        for i in range(0, len(ds), batch_size):
-            b = send_to_device(coll([ds[j] for j in range(i, min(i + batch_size, len(ds)))]), dev)
-            for k, v in self.model.latents(b["inputs"], b["mask"]).items(): out[k].append(v.float().cpu().numpy())
-        return {k: np.concatenate(v) for k, v in out.items()}
+        out = batched_outputs(self.model, self.dataset(data), MultiModalCollator(self.modalities),
+                              lambda m, b: m.latents(b["inputs"], b["mask"]), batch_size)
+        return out if out is not None else {k: np.zeros((0, self.model.latent), np.float32) for k in self.modalities}
 
     def retrieval(self, data, ks=(1, 5, 10)) -> "pd.DataFrame":
         "Top-k retrieval between the anchor and every other modality on `data` (held-out structures), with chance."

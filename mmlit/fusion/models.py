@@ -12,13 +12,12 @@ import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
-from accelerate.utils import send_to_device
 
 import mmlit
 from ..core import ConfigError, DataError, seed_everything, default_device
 from ..data.core import Dataset
 from ..train.core import Trainer, TrainConfig, fit_summary, inference_trainer
-from ..train.data import nan_mae, resolve_targets
+from ..train.data import nan_mae, resolve_targets, batched_outputs
 from .core import MultiModalCollator, MultiModalDataset, encode_batch, make_modality, modality_settings, rows_of
 from .modules import FUSIONS, make_fusion
 
@@ -135,12 +134,9 @@ class FusionModel:
     def embed(self, data, batch_size:int=128) -> np.ndarray:
         "Fused vectors (n, out_dim) of a Dataset with structures or a list of Structures (what the head reads)."
         if self.model is None: raise ConfigError("call fit() (or FusionModel.load) before embed()")
-        ds, coll = self.dataset(data), MultiModalCollator(self.modalities)
-        dev = next(self.model.parameters()).device; self.model.eval(); out = []
-        for i in range(0, len(ds), batch_size):
-            b = send_to_device(coll([ds[j] for j in range(i, min(i + batch_size, len(ds)))]), dev)
-            out.append(self.model(b["inputs"], b["mask"])["embeddings"].float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.model.fusion.out_dim), np.float32)
+        out = batched_outputs(self.model, self.dataset(data), MultiModalCollator(self.modalities),
+                              lambda m, b: m(b["inputs"], b["mask"])["embeddings"], batch_size)
+        return np.zeros((0, self.model.fusion.out_dim), np.float32) if out is None else out
 
     def get_params(self) -> dict:
         return json.loads(json.dumps(dict(modalities=self.modality_names, modality_kw=self.modality_kw, **self.net_kw,

@@ -19,7 +19,7 @@ import mmlit
 from ..core import ConfigError, DataError, MmlitInputError, seed_everything
 from ..data.core import Dataset
 from ..train.core import Trainer, TrainConfig, fit_summary, inference_trainer
-from ..train.data import nan_mae, resolve_targets
+from ..train.data import nan_mae, resolve_targets, batched_outputs
 from ..train.losses import REGRESSION_LOSSES, weighted_target_loss
 from .render import RenderConfig, render_structures
 
@@ -180,9 +180,8 @@ class ImageModel:
     def embed(self, data, batch_size:int=256) -> np.ndarray:
         "(n, dim) image embeddings of a Dataset with structures or a list of Structures."
         if self.model is None: raise ConfigError("call fit() (or ImageModel.load) before embed()")
-        x = torch.from_numpy(self.images(data)); self.model.eval(); dev = next(self.model.parameters()).device
-        if not len(x): return np.zeros((0, self.model.config.dim), np.float32)
-        return np.concatenate([self.model.embed(x[i:i + batch_size].to(dev)).cpu().numpy() for i in range(0, len(x), batch_size)])
+        out = batched_outputs(self.model, torch.from_numpy(self.images(data)), torch.stack, lambda m, b: m.embed(b), batch_size)
+        return np.zeros((0, self.model.config.dim), np.float32) if out is None else out
 
     def get_params(self) -> dict:
         return json.loads(json.dumps(dict(**self.render, **self.model_kw, augment=self.augment, train=asdict(self.train_config),

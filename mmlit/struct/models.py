@@ -22,7 +22,7 @@ import mmlit
 from ..core import ConfigError, DataError, MmlitInputError, seed_everything, default_device
 from ..data.core import Dataset
 from ..train.core import Trainer, TrainConfig, fit_summary, inference_trainer
-from ..train.data import nan_mae, resolve_targets
+from ..train.data import nan_mae, resolve_targets, batched_outputs
 from ..train.losses import REGRESSION_LOSSES, weighted_target_loss
 from .graph import GraphConfig, bond_cosines
 from .data import GraphDataset, GraphCollator
@@ -245,10 +245,9 @@ class GraphModel:
     def embed(self, data, batch_size:int=256) -> np.ndarray:
         "Crystal embeddings (n, d) of a Dataset with structures or a list of Structures."
         if self.model is None: raise ConfigError("call fit() (or GraphModel.load) before embed()")
-        gds, coll = self._graphs(data, False, self.model.config.graph_config), self.model.config.collator()
-        dev = next(self.model.parameters()).device; self.model.eval()
-        return np.concatenate([self.model.embed(coll([gds[j] for j in range(i, min(i + batch_size, len(gds)))]).to(dev)).cpu().numpy()
-                               for i in range(0, len(gds), batch_size)]) if len(gds) else np.zeros((0, self.model.config.hidden_size))
+        out = batched_outputs(self.model, self._graphs(data, False, self.model.config.graph_config), self.model.config.collator(),
+                              lambda m, b: m.embed(b), batch_size)
+        return np.zeros((0, self.model.config.hidden_size), np.float32) if out is None else out
 
     def get_params(self) -> dict:
         return json.loads(json.dumps(dict(arch=self.arch, preset=self.preset, **self.model_kw, train=asdict(self.train_config),

@@ -15,7 +15,7 @@ from ..core import ConfigError, DataError
 
 # %% auto #0
 __all__ = ['dataset_targets', 'check_finite_targets', 'resolve_targets', 'nan_mae', 'TargetScaler', 'EpochBatchSampler',
-           'pad_collate', 'dataset_lengths']
+           'pad_collate', 'dataset_lengths', 'batched_outputs']
 
 # %% ../../nbs/05a_train.data.ipynb #c1589df1
 def _labels(b):
@@ -142,3 +142,18 @@ def dataset_lengths(ds) -> np.ndarray|None:
     if len(ds) and isinstance(ds[0], Mapping) and "input_ids" in ds[0]:
         return np.array([len(ds[i]["input_ids"]) for i in range(len(ds))])
     return None
+
+# %% ../../nbs/05a_train.data.ipynb #b5422d92
+@torch.no_grad()
+def batched_outputs(model:torch.nn.Module, ds, # any indexable dataset
+                    collate, # items -> batch
+                    fn, # fn(model, batch on the model's device) -> a tensor or {name: tensor}
+                    batch_size:int=128):
+    "`fn` over `ds` in order, batch by batch on the model's device in eval mode: float32 numpy (or {name: array}); None if `ds` is empty."
+    from accelerate.utils import send_to_device   # accelerate imports slowly; only inference needs it
+    dev = next(model.parameters()).device; model.eval(); outs = []
+    for i in range(0, len(ds), batch_size):
+        o = fn(model, send_to_device(collate([ds[j] for j in range(i, min(i + batch_size, len(ds)))]), dev))
+        outs.append({k: v.float().cpu().numpy() for k, v in o.items()} if isinstance(o, Mapping) else o.float().cpu().numpy())
+    if not outs: return None
+    return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]} if isinstance(outs[0], dict) else np.concatenate(outs)
