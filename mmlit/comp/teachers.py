@@ -16,7 +16,7 @@ from pymatgen.core import Structure, Lattice
 
 from ..core import ConfigError, DataError, cache_dir, default_device
 from ..data.core import Dataset
-from ..data.structures import structure_key
+from ..data.structures import structure_key, BadStructureError
 from ..data.composition import reduced_formula
 
 # %% auto #0
@@ -201,7 +201,11 @@ class TorchModuleTeacher(Teacher):
                               "expected [n_structures, dim]")
         return y
 
-    def _embed_batch(self, structures, ids): return self._forward(structures)
+    def _embed_batch(self, structures, ids):
+        try: return self._forward(structures)
+        except BadStructureError:   # e.g. a disordered crystal for a graph encoder: that structure alone is masked
+            if len(structures) == 1: return np.full((1, self.dim), np.nan, np.float32)
+            return np.concatenate([self._embed_batch([s], None) for s in structures])
 
     @classmethod
     def from_checkpoint(cls, path:str|Path, # checkpoint file
