@@ -110,6 +110,19 @@ def _batches(idx:np.ndarray, # positions to embed
     if cur: out.append(np.array(cur))
     return out
 
+def _embed_or_mask(embed:Callable, # list[Structure] -> array [n, dim]
+                   structures:list, dim:int,
+                   errors=Exception, # what a structure the teacher cannot embed raises
+                  ) -> np.ndarray:
+    "`embed(structures)`; if the batch fails with `errors`, one structure at a time, NaN rows (masked) for those that fail."
+    try: return embed(structures)
+    except errors:   # find the culprit(s): the rest of the batch is still embedded
+        out = np.full((len(structures), dim), np.nan, np.float32)
+        for i, s in enumerate(structures):
+            try: out[i] = embed([s])[0]
+            except errors: pass
+        return out
+
 # %% ../../nbs/14_comp.teachers.ipynb #24361af8
 @patch
 def embed_masked(self:Teacher, structures, # Structures, one Structure, or a Dataset (its structures and ids)
@@ -201,11 +214,8 @@ class TorchModuleTeacher(Teacher):
                               "expected [n_structures, dim]")
         return y
 
-    def _embed_batch(self, structures, ids):
-        try: return self._forward(structures)
-        except BadStructureError:   # e.g. a disordered crystal for a graph encoder: that structure alone is masked
-            if len(structures) == 1: return np.full((1, self.dim), np.nan, np.float32)
-            return np.concatenate([self._embed_batch([s], None) for s in structures])
+    def _embed_batch(self, structures, ids):   # e.g. a disordered crystal for a graph encoder: only it is masked
+        return _embed_or_mask(self._forward, structures, self.dim, BadStructureError)
 
     @classmethod
     def from_checkpoint(cls, path:str|Path, # checkpoint file
@@ -248,14 +258,7 @@ class CHGNetTeacher(Teacher):
         if isinstance(out, dict): out = [out]   # CHGNet unwraps a batch of one
         return np.stack([np.asarray(o["crystal_fea"], dtype=np.float32) for o in out])
 
-    def _embed_batch(self, structures, ids):
-        try: return self._predict(structures)
-        except Exception:   # find the culprit(s): one structure at a time
-            out = np.full((len(structures), self.dim), np.nan, np.float32)
-            for i, s in enumerate(structures):
-                try: out[i] = self._predict([s])[0]
-                except Exception: pass
-            return out
+    def _embed_batch(self, structures, ids): return _embed_or_mask(self._predict, structures, self.dim)
 
 # %% ../../nbs/14_comp.teachers.ipynb #10dab15b
 class ALIGNNVectorTeacher(Teacher):
