@@ -14,77 +14,11 @@ from fastcore.script import call_parse
 from tqdm.auto import tqdm
 
 from .core import ConfigError, MmlitInputError
+from .records import RECORD_ENV, SUMMARY_COLUMNS, record, read_records, _read_nb, _read_record_file  # noqa: F401 (`record` and `read_records` stay importable from here)
 
 # %% auto #0
-__all__ = ['RECORD_ENV', 'RECORD_MIME', 'SUMMARY_COLUMNS', 'record', 'read_records', 'BatchSpec', 'load_spec', 'Run',
-           'notebook_parameters', 'plan_runs', 'notebook_error', 'execute_run', 'summary_frame', 'summary_text',
-           'run_batch', 'run_notebooks_cli']
-
-# %% ../nbs/70_batch.ipynb #01e1ad6e
-RECORD_ENV = "MMLIT_RECORD_FILE"                # environment variable naming the JSON-lines file `record` appends to
-RECORD_MIME = "application/x-mmlit-record+json" # mimetype of the display output `record` emits
-SUMMARY_COLUMNS = ("run", "notebook", "status", "duration_s", "error_cell", "error_exec_count", "error_name",
-                   "error_value", "error_source", "output") # columns of the summary that metrics may not use
-
-# %% ../nbs/70_batch.ipynb #50e1a19d
-def _jsonable(name, value):
-    "`value` as plain JSON types (numpy/torch scalars and arrays converted); `MmlitInputError` naming it otherwise."
-    def conv(o):
-        if hasattr(o, "tolist"): return o.tolist()
-        if isinstance(o, Path): return str(o)
-        raise TypeError(type(o).__name__)
-    try: return json.loads(json.dumps(value, default=conv))
-    except (TypeError, ValueError) as e:
-        raise MmlitInputError(f"record({name!r}, ...): value {value!r} of type {type(value).__name__} "
-                              "is not JSON-serialisable (use numbers, strings, bools, lists or dicts)") from e
-
-def _display_record(name, value):
-    "Show the record; inside IPython as a display output carrying `RECORD_MIME`."
-    try: from IPython import get_ipython
-    except ImportError: get_ipython = lambda: None
-    if get_ipython() is None: print(f"{name} = {value!r}"); return
-    from IPython.display import display
-    display({RECORD_MIME: {"name": name, "value": value}, "text/plain": f"{name} = {value!r}"}, raw=True)
-
-# %% ../nbs/70_batch.ipynb #c67fdf2b
-def record(name:str, # metric name; becomes a column of the batch summary
-           value,    # JSON-serialisable value (numpy/torch scalars and arrays are converted)
-          ) -> None:
-    "Record `value` as `name` for the batch runner (outside a batch run it only displays it)."
-    if not isinstance(name, str) or not name.strip():
-        raise MmlitInputError(f"record: the name must be a non-empty string, got {name!r}")
-    if name in SUMMARY_COLUMNS:
-        raise MmlitInputError(f"record: {name!r} is a column of the batch summary, choose another name")
-    value = _jsonable(name, value)
-    path = os.environ.get(RECORD_ENV)
-    if path:
-        with open(path, "a") as f: f.write(json.dumps({"name": name, "value": value}) + "\n")
-    _display_record(name, value)
-
-# %% ../nbs/70_batch.ipynb #3bc5530c
-def _read_nb(nb):
-    "`nb` as an `nbformat.NotebookNode`, read from its path if needed."
-    import nbformat
-    return nb if isinstance(nb, nbformat.NotebookNode) else nbformat.read(str(nb), as_version=4)
-
-def read_records(nb, # executed notebook: a path or an `nbformat.NotebookNode`
-                ) -> dict:
-    "Values recorded with `record` in the outputs of an executed notebook, by name (the last one wins)."
-    nb = _read_nb(nb)
-    out = {}
-    for cell in nb.cells:
-        for o in cell.get("outputs", []):
-            d = o.get("data", {}).get(RECORD_MIME)
-            if isinstance(d, str): d = json.loads(d)
-            if d is not None: out[d["name"]] = d["value"]
-    return out
-
-def _read_record_file(path):
-    "Records in a `RECORD_ENV` file, by name (the last one wins); `{}` when it does not exist."
-    path = Path(path)
-    if not path.exists(): return {}
-    recs = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
-    return {r["name"]: r["value"] for r in recs}
+__all__ = ['BatchSpec', 'load_spec', 'Run', 'notebook_parameters', 'plan_runs', 'notebook_error', 'execute_run', 'summary_frame',
+           'summary_text', 'run_batch', 'run_notebooks_cli']
 
 # %% ../nbs/70_batch.ipynb #6e05d82a
 _SPEC_KEYS = ("notebooks", "parameters", "grid", "runs", "output_dir", "workers", "timeout", "kernel")

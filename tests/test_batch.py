@@ -5,7 +5,8 @@ from pathlib import Path
 import nbformat, pandas as pd, pytest, yaml
 
 from mmlit import batch
-from mmlit.batch import (RECORD_ENV, load_spec, notebook_error, plan_runs, read_records, record, run_batch,
+from mmlit.records import RECORD_ENV, read_records, record
+from mmlit.batch import (load_spec, notebook_error, plan_runs, run_batch,
                          run_notebooks_cli)
 from mmlit.core import ConfigError
 
@@ -169,3 +170,8 @@ def test_record_outside_and_inside_a_batch(tmp_path, monkeypatch, capsys):
     record("mae", 0.5); record("mae", 0.25); record("n", 3)
     assert batch._read_record_file(f) == {"mae": 0.25, "n": 3}
     with pytest.raises(ValueError, match="'obj'"): record("obj", object())
+
+
+def test_record_stays_importable_from_batch():
+    "Notebooks written before `mmlit.records` existed import `record` from `mmlit.batch`; it is the same function."
+    assert batch.record is record and batch.read_records is read_records and batch.RECORD_ENV == RECORD_ENV

@@ -48,7 +48,7 @@ def _is_tutorial(rel: PurePosixPath) -> bool: return rel.parts[0] == TUT and len
 
 # The docs read like a book: pages grouped by wing, named by the module prefix of the page (`struct.graph` ->
 # Structure). A page whose prefix is not listed lands in "More" (so a new wing shows up before it gets a title here).
-WINGS = [('Core', ('core', 'registry', 'cli', 'batch')), ('Data', ('data',)), ('Training', ('train', 'protocol', 'metrics', 'testing', 'ensemble')),
+WINGS = [('Core', ('core', 'registry', 'cli', 'records', 'batch')), ('Data', ('data',)), ('Training', ('train', 'protocol', 'metrics', 'testing', 'ensemble')),
          ('Composition', ('comp', 'baseline', 'treeio')), ('Structure', ('struct',)), ('Text & image', ('text', 'image')),
          ('Fusion', ('fusion',)), ('exKT', ('exkt',)), ('Interpretation', ('interpret',)), ('Benchmarks', ('bench',)),
          ('Predictor', ('predictor', 'predictor_columns', 'predictor_model', 'screen'))]
