@@ -79,4 +79,6 @@ def default_device(device:str|torch.device|None=None, # "cpu", "cuda", "cuda:1",
     except (RuntimeError, TypeError) as e: raise ConfigError(f"unknown device {device!r}") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} requested but CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= (n := torch.cuda.device_count()):
+        raise ConfigError(f"device {device!r} requested but this machine has {n} CUDA device(s): cuda:0 to cuda:{n - 1}")
     return dev

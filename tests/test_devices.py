@@ -45,13 +45,25 @@ def test_absent_cuda_fails_at_construction_by_name(name):
 def test_none_is_the_gpu_when_there_is_one(name):
     "device=None: train on the CPU exactly when torch sees no GPU (the CPU here, unless this machine has one)."
     cfg = lambda m: m.config if name == "gate" else m.train_config
-    assert cfg(MAKERS[name]()).cpu is (not HAS_CUDA)
-    assert cfg(MAKERS[name](device="cpu")).cpu is True
+    assert cfg(MAKERS[name]()).torch_device.type == ("cuda" if HAS_CUDA else "cpu")
+    assert cfg(MAKERS[name](device="cpu")).torch_device == torch.device("cpu")
 
-def test_imkt_config_uses_the_same_rule():
+@pytest.mark.parametrize("name", sorted(MAKERS))
+def test_a_chosen_gpu_reaches_the_training_config(name, monkeypatch):
+    "device='cuda:1' on a (pretended) 2-GPU machine: the run trains on GPU 1, not on accelerate's default GPU 0."
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    cfg = lambda m: m.config if name == "gate" else m.train_config
+    assert cfg(MAKERS[name](device="cuda:1")).torch_device == torch.device("cuda", 1)
+    with pytest.raises(ConfigError, match="'cuda:2'.*2 CUDA device"): MAKERS[name](device="cuda:2")
+
+def test_imkt_config_uses_the_same_rule(monkeypatch):
     from mmlit.comp.imkt import ImKTConfig
-    assert ImKTConfig(device="cpu").train_config("mlm").cpu is True
-    assert ImKTConfig().train_config("finetune").cpu is (not HAS_CUDA)
+    assert ImKTConfig(device="cpu").train_config("mlm").torch_device == torch.device("cpu")
+    assert ImKTConfig().train_config("finetune").torch_device.type == ("cuda" if HAS_CUDA else "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert ImKTConfig(device="cuda:1").train_config("align").torch_device == torch.device("cuda", 1)
     with pytest.raises(ConfigError, match="'tpu9'"): ImKTConfig(device="tpu9").train_config("align")
 
 def test_fusion_cpu_fit_predict_save_load(toy, tmp_path):

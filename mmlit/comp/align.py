@@ -188,7 +188,7 @@ def align(corpus:Dataset, # structures + formulas (`alignment_corpus(...)`)
     "Stage 2 of imKT: multitask regression of the composition embedding onto teacher embeddings of the structure."
     config = config or TrainConfig(epochs=10, lr=1e-3, batch_size=64)
     if corpus.structures is None: raise DataError(f"alignment corpus {corpus.name!r} has no structures")
-    teachers = resolve_teachers(teachers, "cpu" if config.cpu else None)
+    teachers = resolve_teachers(teachers, str(config.torch_device))
     Y, M, tt = alignment_targets(corpus, teachers, targets, progress)
     keep = np.flatnonzero(M.any(1))
     if len(keep) < 2: raise DataError(f"the teachers know only {len(keep)} of the {len(corpus)} structures")

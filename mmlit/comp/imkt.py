@@ -14,7 +14,7 @@ import torch
 from fastcore.script import call_parse
 from filelock import FileLock
 
-from ..core import ConfigError, cache_dir, default_device
+from ..core import ConfigError, cache_dir
 from ..data.core import Dataset
 from .tokenizer import ENCODINGS, make_tokenizer
 from ..data.structures import SHIPPED_CORPUS_SETS
@@ -124,7 +124,7 @@ class ImKTConfig:
                            seed=self.seed, valid_frac=self.valid_frac, **extra,
                            patience=self.patience if ft else None, progress=self.progress,
                            num_threads=self.num_threads, time_limit=self.time_limit if ft else None,
-                           cpu=default_device(self.device).type == "cpu")
+                           device=self.device)
 
     @property
     def root(self) -> Path: return Path(self.out_dir) if self.out_dir else cache_dir("imkt")
@@ -166,7 +166,7 @@ def _build_stage(cfg:ImKTConfig, stage:str, path:Path, init, excluded:set):
     else:
         corpus = alignment_corpus(cfg.align_sources and list(cfg.align_sources), sorted(excluded), cfg.n_structures,
                                   cfg.seed, progress=cfg.progress, max_sites=cfg.align_max_sites)
-        align(corpus, resolve_teachers(cfg.teachers, "cpu" if tc.cpu else None), tc, init=init, arch=cfg.arch,
+        align(corpus, resolve_teachers(cfg.teachers, str(tc.torch_device)), tc, init=init, arch=cfg.arch,
               preset=cfg.preset, cosine_weight=cfg.cosine_weight, out_dir=path, progress=cfg.progress, **_model_kw(cfg, init))
     used = exclusion_set(corpus)
     if leak := used & excluded:
@@ -368,14 +368,14 @@ def pretrain_cli(stage:str="mlm", # "mlm" or "align"
         from mmlit.data.external import load_dataset
         ex = exclusion_set(load_dataset(exclude_task))
     tc = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, progress=not quiet, num_threads=threads,
-                     cpu=default_device(device).type == "cpu")
+                     device=device)
     out = Path(out or f"imkt_{stage}")
     if stage == "mlm":
         res = pretrain_mlm(composition_corpus(_csv(corpus), ex, max_size, seed), tc, init=init, arch=arch, preset=preset, out_dir=out)
     else:
         c = alignment_corpus(_csv(structures), sorted(ex or []), n_structures, seed, progress=not quiet)
         with torch_threads(threads):   # the teachers embed the structures outside the training loop
-            res = align(c, resolve_teachers(_csv(teachers), "cpu" if tc.cpu else None), tc, init=init, arch=arch,
+            res = align(c, resolve_teachers(_csv(teachers), str(tc.torch_device)), tc, init=init, arch=arch,
                         preset=preset, out_dir=out, progress=not quiet)
     if ex is not None: (out/"excluded_formulas.txt").write_text("\n".join(sorted(ex)))
     print(f"{res}\n{res.history.to_string(index=False)}\nsaved to {out}")

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..core import ConfigError, DataError, default_device
+from ..core import ConfigError, DataError
 from ..metrics import bootstrap_mean
 from ..train.core import Trainer, TrainConfig
 
@@ -100,7 +100,7 @@ class MixtureOfExperts:
         self.config = TrainConfig(lr=lr, weight_decay=weight_decay, epochs=epochs, batch_size=batch_size, patience=patience,
                                   valid_frac=valid_frac, seed=seed, progress=progress, scale_targets=False,
                                   bucket_by_length=False, warmup_frac=0.0, schedule="constant", num_threads=1,
-                                  cpu=default_device(device).type == "cpu")   # an unknown or absent device fails here, by name
+                                  device=device)   # an unknown or absent device fails here, by name
 
     def fit(self, confidence:pd.DataFrame, # one row per fitting row (out-of-sample for every expert)
             predictions, # (n, n_experts) predictions of the experts on those rows

@@ -129,7 +129,7 @@ class ContrastiveModel:
         self.train_config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, patience=patience, valid_frac=valid_frac,
                                         seed=seed, progress=progress, num_threads=num_threads, time_limit=time_limit,
                                         bucket_by_length=False, drop_last=True, scale_targets=False,
-                                        cpu=default_device(device).type == "cpu")   # an unknown or absent device fails here, by name
+                                        device=device)   # an unknown or absent device fails here, by name
         self.device, self.model, self.trainer, self.history, self.info = device, None, None, None, {}
 
     def dataset(self, data) -> MultiModalDataset:

@@ -14,7 +14,7 @@ from torch import nn
 import torch.nn.functional as F
 
 import mmlit
-from ..core import ConfigError, DataError, seed_everything, default_device
+from ..core import ConfigError, DataError, seed_everything
 from ..data.core import Dataset
 from ..train.core import Trainer, TrainConfig, fit_summary, inference_trainer
 from ..train.data import nan_mae, resolve_targets, batched_outputs
@@ -89,7 +89,7 @@ class FusionModel:
         self.train_config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, patience=patience,
                                         schedule=schedule, valid_frac=valid_frac, seed=seed, progress=progress, num_threads=num_threads,
                                         monitor="valid_mae", bucket_by_length=False, drop_last=True, time_limit=time_limit,
-                                        cpu=default_device(device).type == "cpu")   # an unknown or absent device fails here, by name
+                                        device=device)   # an unknown or absent device fails here, by name
         self.device, self.model, self.trainer, self.history, self.info, self._names = device, None, None, None, {}, None
 
     @property

@@ -19,7 +19,7 @@ from pymatgen.core import Structure
 from fastcore.basics import patch
 
 import mmlit
-from ..core import ConfigError, DataError, MmlitInputError, seed_everything, default_device
+from ..core import ConfigError, DataError, MmlitInputError, seed_everything
 from ..data.core import Dataset
 from ..train.core import Trainer, TrainConfig, fit_summary, inference_trainer
 from ..train.data import nan_mae, resolve_targets, batched_outputs
@@ -211,7 +211,7 @@ class GraphModel:
                                         progress=progress, num_threads=num_threads, monitor="valid_mae",
                                         bucket_by_length=False, out_dir=None if out_dir is None else str(out_dir),
                                         drop_last=True,   # BatchNorm: a last batch of one single-atom cell would fail
-                                        cpu=default_device(device).type == "cpu")   # an unknown or absent device fails here, by name
+                                        device=device)   # an unknown or absent device fails here, by name
         self.device, self.model, self.trainer, self.history, self.info = device, None, None, None, {}
 
     @property

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core import ConfigError
+from ..core import ConfigError, default_device
 
 # %% auto #0
 __all__ = ['TrainConfig', 'make_optimizer', 'make_scheduler']
@@ -35,6 +35,7 @@ class TrainConfig:
     seed:int = 0                    # seeds the RNGs, the valid split and the batch order
     mixed_precision:str = "auto"    # "auto" (bf16 on a bf16-capable GPU, else "no"), "no", "bf16", "fp16"
     cpu:bool = False                # force the CPU even if a GPU is present
+    device:str|None = None          # "cpu", "cuda" or "cuda:N" (a chosen GPU); None: the default GPU if there is one
     out_dir:str|None = None         # where checkpoints, best.pt, history.csv and learning_curve.png go
     save_every_n_steps:int = 0      # also checkpoint every N optimizer steps (0: only at epoch ends)
     num_workers:int = 0             # DataLoader workers
@@ -70,6 +71,13 @@ class TrainConfig:
             bad("num_threads", "must be None or an integer >= 1")
         if self.save_every_n_steps and self.out_dir is None: bad("save_every_n_steps", "needs out_dir")
         if self.time_limit is not None and not self.time_limit > 0: bad("time_limit", "must be None or > 0 seconds")
+        if self.device is not None: self.device = str(default_device(self.device))   # one this machine lacks fails now, by name
+
+    @property
+    def torch_device(self) -> torch.device:
+        "Where this run trains: the CPU when `cpu` is set or no GPU exists, else `device` (default: the current GPU)."
+        if self.cpu or not torch.cuda.is_available() or self.device == "cpu": return torch.device("cpu")
+        return torch.device(self.device or "cuda")
 
 # %% ../../nbs/05_train.config.ipynb #561937a8
 def make_optimizer(model, config:TrainConfig) -> torch.optim.AdamW:

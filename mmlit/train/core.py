@@ -105,10 +105,14 @@ class Trainer:
         from mmlit.train.callbacks import default_callbacks
         self.config = c = config or TrainConfig()
         self.model, self.collate_fn, self.metrics, self.loss_fn = model, collate_fn, dict(metrics or {}), loss_fn
-        mp = c.mixed_precision
-        if mp == "auto": mp = "bf16" if not c.cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+        dev, mp = c.torch_device, c.mixed_precision
+        if mp == "auto": mp = "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "no"
+        # a single process's accelerate device is plain "cuda", the current GPU: a chosen one becomes current
+        # (process-wide, as with torch.cuda.set_device); under torchrun/launch each process keeps its own rank's GPU
+        if dev.type == "cuda" and dev.index is not None and accelerator is None and int(os.environ.get("WORLD_SIZE", 1)) == 1:
+            torch.cuda.set_device(dev)
         # cpu=True also when there is no GPU: accelerate then runs several CPU processes (gloo) under torchrun/launch
-        self.accelerator = accelerator or _make_accelerator(mp, c.cpu or not torch.cuda.is_available())
+        self.accelerator = accelerator or _make_accelerator(mp, dev.type == "cpu")
         # reject non-finite targets before anything else, on the full training set (before the valid split)
         ds0 = train_ds.dataset if isinstance(train_ds, DataLoader) else train_ds
         self._labels_checked = check_finite_targets(ds0, "train")
