@@ -192,3 +192,10 @@ def test_dcdft_and_registry():
     assert {f"matbench_{t}" for t in MATBENCH_TASKS} <= set(names)
     assert {"ricci_transport", "exp_formation_enthalpy", "jarvis_prototypes", "dcdft"} <= set(names)
     with pytest.raises(ConfigError, match="did you mean"): load_dataset("ricci_transprt")
+
+
+def test_structure_reading_stays_importable_from_data_structures():
+    "parse_structures & co moved to mmlit.data.crystals; code importing them from mmlit.data.structures keeps working."
+    from mmlit.data import crystals, structures
+    for name in ("parse_structures", "structure_key", "BadStructureError", "map_structures"):
+        assert getattr(structures, name) is getattr(crystals, name) and name in structures.__all__

@@ -16,7 +16,7 @@ from pymatgen.core import Structure, Lattice
 
 from ..core import ConfigError, DataError, cache_dir, default_device
 from ..data.core import Dataset
-from ..data.structures import structure_key, BadStructureError
+from ..data.crystals import structure_key, BadStructureError
 from ..data.composition import reduced_formula
 
 # %% auto #0

@@ -4,9 +4,7 @@
 
 # %% ../../nbs/02b_data.structures.ipynb #56b7a1f9
 from __future__ import annotations
-import dataclasses, gzip, hashlib, inspect, json, os, pickle, warnings, zipfile
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+import dataclasses, gzip, inspect, json, os, pickle, warnings, zipfile
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -14,145 +12,20 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-import pymatgen.core
 from pymatgen.core import Structure
-from pymatgen.io.vasp import Poscar
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from ..core import ConfigError, DataError, cache_dir, shared_data_dir
-from .core import Dataset, BadRowsError, BadRowsWarning
+from .core import Dataset
 from .composition import reduced_formula
+from .crystals import parse_structures, structure_key, BadStructureError, map_structures, _parse_cached
+# the first four lived here before `mmlit.data.crystals`: still importable from this module
+_all_ = ['parse_structures', 'structure_key', 'BadStructureError', 'map_structures']
 
 # %% auto #0
-__all__ = ['SHIPPED_CORPUS_SETS', 'SHARED_CORPUS_SETS', 'parse_structures', 'structure_key', 'BadStructureError',
-           'map_structures', 'list_structure_sets', 'load_structure_set', 'load_structure_task', 'spacegroup_numbers',
-           'structure_corpus']
-
-# %% ../../nbs/02b_data.structures.ipynb #f1b37695
-def _parse_one(x, fmt:str) -> Structure:
-    if fmt == "dict": s = Structure.from_dict(x)
-    elif fmt == "cif": s = Structure.from_str(x, fmt="cif", primitive=False)
-    elif fmt == "poscar": s = Poscar.from_str(x.replace("\\n", "\n")).structure
-    else: raise ConfigError(f"unknown structure format {fmt!r}; use 'cif', 'poscar' or 'dict'")
-    if len(s) == 0: raise ValueError("structure has no sites")
-    if not np.isfinite(s.lattice.matrix).all() or s.volume <= 1e-6: raise ValueError(f"degenerate lattice (volume {s.volume:.3g})")
-    return s
-
-def _bad_rows(problems:list, ids:list, name:str, on_bad:str, row_offset:int=0):
-    "Raise or warn about `problems` = [(row, column, value, problem)] like `validate_rows` does."
-    bad = pd.DataFrame(problems, columns=["row", "column", "value", "problem"])
-    bad.insert(1, "id", [ids[i] for i in bad.row]); bad["row"] += row_offset
-    lines = [f"  row {r.row} (id {r.id!r}): {r.problem}" for r in bad.head(20).itertuples()]
-    msg = f"{len(bad)} structure(s) in {name or 'table'} cannot be parsed:\n" + "\n".join(lines) + \
-          (f"\n  ... and {len(bad)-20} more" if len(bad) > 20 else "")
-    if on_bad == "raise": raise BadRowsError(msg + "\n(pass on_bad='drop' to drop them)", bad)
-    warnings.warn("dropping " + msg, BadRowsWarning, stacklevel=3)
-
-# %% ../../nbs/02b_data.structures.ipynb #3186ed24
-def parse_structures(items:list, # CIF strings, POSCAR strings or `Structure.as_dict()` dicts
-                     fmt:str="cif", # "cif", "poscar" or "dict"
-                     ids:list|None=None, # row ids for error messages (default: row numbers)
-                     on_bad:str="raise", # "raise" (`BadRowsError`) or "drop" (warn, return None for those rows)
-                     name:str="", # dataset name for messages
-                     progress:bool=True, # show a tqdm bar
-                    ) -> list:
-    "Parse `items` into pymatgen `Structure`s (None where a row failed and `on_bad='drop'`)."
-    if on_bad not in ("raise", "drop"): raise ConfigError(f"on_bad must be 'raise' or 'drop', got {on_bad!r}")
-    ids = list(range(len(items))) if ids is None else list(ids)
-    out, problems = [], []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for i, x in enumerate(tqdm(items, desc=f"parsing {name or fmt}", disable=not progress, leave=False)):
-            try: out.append(_parse_one(x, fmt))
-            except ConfigError: raise
-            except Exception as e:
-                out.append(None); problems.append((i, fmt, str(x)[:60], f"{type(e).__name__}: {str(e)[:120]}"))
-    if problems: _bad_rows(problems, ids, name, on_bad)
-    return out
-
-# %% ../../nbs/02b_data.structures.ipynb #076ae5ee
-def structure_key(s:Structure, # structure to hash
-                  decimals:int=4, # rounding of lattice (Å) and fractional coordinates
-                 ) -> str:
-    "Stable hex digest of a structure's lattice, species and fractional coordinates."
-    lat = np.round(s.lattice.matrix, decimals) + 0.0
-    fc = np.round(np.mod(np.round(s.frac_coords, decimals), 1.0), decimals) % 1.0 + 0.0
-    sp = "|".join(str(site.species) for site in s)
-    h = hashlib.sha1()
-    h.update(np.ascontiguousarray(lat, dtype="<f8").tobytes()); h.update(sp.encode())
-    h.update(np.ascontiguousarray(fc, dtype="<f8").tobytes())
-    return h.hexdigest()
-
-# %% ../../nbs/02b_data.structures.ipynb #4f9c5537
-class BadStructureError(DataError):
-    "A structure a featurizer cannot use: `sid` names it, `reason` says why."
-    def __init__(self, sid, reason:str):
-        self.sid, self.reason = sid, reason
-        super().__init__(f"structure {sid!r}: {reason}")
-    def __reduce__(self): return type(self), (self.sid, self.reason)   # so a worker process can send it back
-
-def _map_chunk(job) -> list:
-    "`fn` on each structure of one chunk: its result (cached), or the kept error."
-    fn, errors, structures, ids, keys, config, cache = job
-    out = []
-    for s, sid, key in zip(structures, ids, keys):
-        try: r = fn(s, config, sid)
-        except errors as e: r = e
-        else:
-            if key is not None: cache.put(key, r)
-        out.append(r)
-    return out
-
-def map_structures(fn, # picklable: fn(structure, config, id) -> the result for one structure
-                   structures:list, ids:list, config, # `config` is handed to `fn` unchanged
-                   cache=None, # an object with `.get(key)` (None for a miss) and `.put(key, result)`, or None
-                   errors:type|tuple=(), # exception type(s) `fn` raises for a bad structure: kept as its result
-                   n_jobs:int=1, chunk_size:int=64, desc:str="structures", progress:bool=True) -> list:
-    "Per structure: the cached result, or `fn`'s result (or kept error) computed in chunks (worker processes when n_jobs > 1)."
-    keys = [structure_key(s) if cache is not None and isinstance(s, Structure) and len(s) else None for s in structures]
-    out = [None if k is None else cache.get(k) for k in keys]
-    todo = [i for i, g in enumerate(out) if g is None]
-    chunks = [todo[i:i + chunk_size] for i in range(0, len(todo), chunk_size)]
-    jobs = [(fn, errors, [structures[i] for i in c], [ids[i] for i in c], [keys[i] for i in c], config, cache) for c in chunks]
-    bar = tqdm(total=len(todo), desc=desc, disable=not progress or not todo, leave=False)
-    pool = ProcessPoolExecutor(n_jobs, mp_context=get_context("fork")) if n_jobs > 1 and len(chunks) > 1 else None
-    try:
-        for c, res in zip(chunks, pool.map(_map_chunk, jobs) if pool else map(_map_chunk, jobs)):
-            for i, g in zip(c, res): out[i] = g
-            bar.update(len(c))
-    finally:
-        bar.close()
-        if pool: pool.shutdown()
-    return out
-
-# %% ../../nbs/02b_data.structures.ipynb #97418602
-def _file_cache_path(path:Path, tag:str) -> Path:
-    st = path.stat()
-    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{tag}|{pymatgen.core.__version__}"
-    return cache_dir("structures")/f"{path.parent.name}-{path.name.split('.')[0]}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pkl"
-
-def _parse_cached(path:Path, items:list, fmt:str, ids:list, name:str, max_rows:int|None, progress:bool,
-                  on_bad:str, tag:str="") -> list:
-    "Parse `items` (all rows of `path`), using/writing the per-file pickle cache."
-    cp = _file_cache_path(path, f"{fmt}{tag}")
-    n = len(items) if max_rows is None else min(max_rows, len(items))
-    if cp.exists() and 8 * n >= len(items):   # a few rows: parsing them beats unpickling the whole file
-        with open(cp, "rb") as f: structs, errors = pickle.load(f)
-        structs, errors = structs[:n], errors[:n]
-    else:
-        structs, errors = [], []
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for x in tqdm(items[:n], desc=f"parsing {name}", disable=not progress, leave=False):
-                try: structs.append(_parse_one(x, fmt)); errors.append(None)
-                except Exception as e: structs.append(None); errors.append(f"{type(e).__name__}: {str(e)[:120]}")
-        if n == len(items):
-            tmp = cp.with_suffix(f".{os.getpid()}.tmp")
-            with open(tmp, "wb") as f: pickle.dump((structs, errors), f, protocol=pickle.HIGHEST_PROTOCOL)
-            tmp.replace(cp)
-    problems = [(i, fmt, str(items[i])[:60], e) for i, e in enumerate(errors) if e]
-    if problems: _bad_rows(problems, ids, name, on_bad)
-    return structs
+__all__ = ['SHIPPED_CORPUS_SETS', 'SHARED_CORPUS_SETS', 'list_structure_sets', 'load_structure_set', 'load_structure_task',
+           'spacegroup_numbers', 'structure_corpus', 'parse_structures', 'structure_key', 'BadStructureError',
+           'map_structures']
 
 # %% ../../nbs/02b_data.structures.ipynb #f01159a5
 _MP = "Materials Project (CC-BY-4.0) via CDVAE/DiffCSP (MIT) and WyckoffTransformer (Apache-2.0)"

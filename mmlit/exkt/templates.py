@@ -121,7 +121,7 @@ class TemplatePredictor(StructurePredictor):
             s = s.copy(); s.remove_oxidation_states()
             self.index.setdefault(s.composition.anonymized_formula, []).append(len(self.templates))
             self.templates.append((i, s))
-        from mmlit.data.structures import structure_key
+        from mmlit.data.crystals import structure_key
         self._pool_key = hashlib.sha1("".join(structure_key(s) for _, s in self.templates).encode()).hexdigest()[:16]
 
     def config(self) -> dict:

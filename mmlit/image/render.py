@@ -13,7 +13,7 @@ from pymatgen.core import Element, Lattice, Structure
 
 from ..core import ConfigError, DataError, cache_dir
 from ..data.core import Dataset
-from ..data.structures import BadStructureError, map_structures
+from ..data.crystals import BadStructureError, map_structures
 
 # %% auto #0
 __all__ = ['VIEWS', 'RenderConfig', 'RenderError', 'render_structure', 'ImageCache', 'render_structures', 'ImageFeaturizer',

@@ -14,7 +14,7 @@ from torch_geometric.data import Data
 from pymatgen.core import Lattice, Structure
 
 from ..core import ConfigError, DataError, cache_dir
-from ..data.structures import BadStructureError, map_structures
+from ..data.crystals import BadStructureError, map_structures
 
 # %% auto #0
 __all__ = ['MIN_DISTANCE', 'StructureError', 'check_structure', 'GraphConfig', 'neighbor_edges', 'graph_arrays', 'to_data',

@@ -15,7 +15,7 @@ from pymatgen.core import Structure
 
 from ..core import ConfigError, DataError, cache_dir, seed_everything
 from ..data.core import Dataset
-from ..data.structures import map_structures
+from ..data.crystals import map_structures
 from ..baseline import MagpieFeaturizer
 from ..train.core import Trainer, TrainConfig, fit_summary, inference_trainer
 from ..train.data import nan_mae, resolve_targets

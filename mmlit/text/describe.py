@@ -15,7 +15,7 @@ from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 from tqdm.auto import tqdm
 
 from ..core import ConfigError, DataError, cache_dir, shared_data_dir
-from ..data.structures import structure_key
+from ..data.crystals import structure_key
 
 # %% auto #0
 __all__ = ['SHARED_DESCRIPTIONS', 'fallback_description', 'robocrys_version', 'canonical_description', 'robocrys_description',
