@@ -83,18 +83,19 @@ def find_structure_column(df:pd.DataFrame, column:str|None=None, # the column, w
 def parse_structure(v):
     "A pymatgen `Structure` from a Structure, its dict (or that dict as JSON), CIF text or POSCAR text."
     from pymatgen.core import Structure
+    from mmlit.data.crystals import _parse_one   # the parser of the structure sets (also rejects empty or flat cells)
     if isinstance(v, Structure): return v
+    if not (isinstance(v, dict) or isinstance(v, str) and v.strip()):
+        raise DataError(f"not a crystal structure: {type(v).__name__} {str(v)[:40]!r}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")   # pymatgen's CIF parser warns about rounding and occupancies
-            if isinstance(v, dict): return Structure.from_dict(v)
-            if isinstance(v, str) and v.strip():
-                s = v.strip()
-                if s.startswith("{"): return Structure.from_dict(json.loads(s))
-                return Structure.from_str(s, fmt="cif" if "_cell_length_a" in s else "poscar")
+            if isinstance(v, dict): return _parse_one(v, "dict")
+            s = v.strip()
+            if s.startswith("{"): return _parse_one(json.loads(s), "dict")
+            return _parse_one(s, "cif" if "_cell_length_a" in s else "poscar")
     except Exception as e:   # pymatgen raises many kinds (ValueError, KeyError, IndexError, ...) on bad text
         raise DataError(f"cannot read a crystal structure from {str(v)[:40]!r}: {type(e).__name__}: {e}"[:300]) from None
-    raise DataError(f"not a crystal structure: {type(v).__name__} {str(v)[:40]!r}")
 
 def _with_structures(df:pd.DataFrame, col:str, name:str, offset:int, on_bad:str) -> pd.DataFrame:
     "`df` with parsed Structures in `__structure`; unreadable ones named (raise) or dropped with a warning."
