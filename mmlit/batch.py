@@ -14,11 +14,12 @@ from fastcore.script import call_parse
 from tqdm.auto import tqdm
 
 from .core import ConfigError, MmlitInputError
-from .records import RECORD_ENV, SUMMARY_COLUMNS, record, read_records, _read_nb, _read_record_file  # noqa: F401 (`record` and `read_records` stay importable from here)
+from .records import RECORD_ENV, SUMMARY_COLUMNS, record, read_records, _read_nb, _read_record_file
+_all_ = ['record', 'read_records']   # their home before `mmlit.records`: still importable from here, `*` included
 
 # %% auto #0
 __all__ = ['BatchSpec', 'load_spec', 'Run', 'notebook_parameters', 'plan_runs', 'notebook_error', 'execute_run', 'summary_frame',
-           'summary_text', 'run_batch', 'run_notebooks_cli']
+           'summary_text', 'run_batch', 'run_notebooks_cli', 'record', 'read_records']
 
 # %% ../nbs/70_batch.ipynb #6e05d82a
 _SPEC_KEYS = ("notebooks", "parameters", "grid", "runs", "output_dir", "workers", "timeout", "kernel")

@@ -30,6 +30,7 @@ def toy():
     return ds.subset(list(range(45))), ds.subset(list(range(45, 60)))
 
 def _devices(model) -> set: return {p.device.type for p in model.parameters()}
+def _train_config(name, model): return model.config if name == "gate" else model.train_config   # the gate keeps its TrainConfig as `config`
 
 @pytest.mark.parametrize("name", sorted(MAKERS))
 def test_unknown_device_fails_at_construction_by_name(name):
@@ -44,7 +45,7 @@ def test_absent_cuda_fails_at_construction_by_name(name):
 @pytest.mark.parametrize("name", sorted(MAKERS))
 def test_none_is_the_gpu_when_there_is_one(name):
     "device=None: train on the CPU exactly when torch sees no GPU (the CPU here, unless this machine has one)."
-    cfg = lambda m: m.config if name == "gate" else m.train_config
+    cfg = lambda m: _train_config(name, m)
     assert cfg(MAKERS[name]()).torch_device.type == ("cuda" if HAS_CUDA else "cpu")
     assert cfg(MAKERS[name](device="cpu")).torch_device == torch.device("cpu")
 
@@ -53,7 +54,7 @@ def test_a_chosen_gpu_reaches_the_training_config(name, monkeypatch):
     "device='cuda:1' on a (pretended) 2-GPU machine: the run trains on GPU 1, not on accelerate's default GPU 0."
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    cfg = lambda m: m.config if name == "gate" else m.train_config
+    cfg = lambda m: _train_config(name, m)
     assert cfg(MAKERS[name](device="cuda:1")).torch_device == torch.device("cuda", 1)
     with pytest.raises(ConfigError, match="'cuda:2'.*2 CUDA device"): MAKERS[name](device="cuda:2")
 
