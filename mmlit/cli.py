@@ -25,7 +25,7 @@ def register_command(name:str, # what the user types after `mmlit`
     if ":" not in target: raise ConfigError(f"command target must look like 'pkg.module:function', got {target!r}")
     COMMANDS[name] = (target, help)
 
-register_command("demo", "mmlit.cli:demo", "train the baseline on the embedded Ricci Seebeck table (offline, < 5 min)")
+register_command("demo", "mmlit.cli:demo", "predict Seebeck coefficients from formulas (Ricci table shipped with matminer; offline, --n-max for a quick run)")
 register_command("bench", "mmlit.bench.core:bench_cli", "run the matbench 5-fold protocol for one task and model")
 register_command("run-notebooks", "mmlit.batch:run_notebooks_cli", "execute notebooks in batch with papermill parameters")
 register_command("pretrain", "mmlit.comp.imkt:pretrain_cli", "imKT pretraining stage of a chemical language model (mlm or align)")
