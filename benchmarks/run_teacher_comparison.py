@@ -81,8 +81,8 @@ def main(argv=None):
                                       num_threads=a.threads, device=a.device).fit(pre, exclude=task)
                 held = structs.subset([i for i in range(len(structs)) if split[i] == "test"])
                 record = dict(info=cm.info, retrieval=cm.retrieval(held).to_dict("records"))
-            (out/f"teacher{a.suffix}.json").write_text(json.dumps(dict(record, seconds=round(time.time() - t0, 1)), indent=1, default=str))
             teacher = cm.teacher()
+            record = dict(record, teacher_version=teacher.version, seconds=round(time.time() - t0, 1))
         sets = {"chgnet": ["chgnet"], "multimodal": [teacher], "chgnet+multimodal": ["chgnet", teacher]}
         for tag in tags:
             t1 = time.time()
@@ -90,6 +90,8 @@ def main(argv=None):
             same = dict(recipe=a.recipe, preset=a.preset) | ({"teacher_version": teacher.version} if teacher and "multimodal" in tag else {})
             old, todo = resume_bench(out/f"{tag}{a.suffix}", parse_folds(a.folds), same)
             if not todo: print(task.name, tag, "all folds done", flush=True); continue
+            if teacher and "multimodal" in tag:   # only once a run is accepted: a refused resume changes no result file
+                (out/f"teacher{a.suffix}.json").write_text(json.dumps(record, indent=1, default=str))
             r = run_imkt(task, config=cfg, teachers=sets[tag], folds=todo)
             r.bench.extra.update(teachers=tag, device=str(default_device(a.device)), teacher_model=a.teacher_model,
                                  gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, **same)
