@@ -219,30 +219,6 @@ def test_bench_registry_names():
     assert (m.config.arch, m.config.preset, m.config.stages, m.config.seed) == ("roformer", "base", ("align", "finetune"), 3)
 
 
-# --- command line ---------------------------------------------------------------------------------------------------
-def test_pretrain_and_finetune_cli(tmp_path, capsys):
-    from mmlit.cli import main, register_command, COMMANDS
-    saved = dict(COMMANDS)
-    register_command("pretrain", "mmlit.comp.imkt:pretrain_cli")
-    register_command("finetune", "mmlit.comp.imkt:finetune_cli")
-    try:
-        out = tmp_path/"mlm"
-        assert main(["pretrain", "--stage", "mlm", "--corpus", "ricci,shipped_structures", "--max-size", "150", "--epochs", "2",
-                     "--batch-size", "32", "--out", str(out), "--device", "cpu", "--exclude-task", "ricci_transport",
-                     "--quiet"]) == 0
-        model, tok = load_composition_model(out)
-        assert model.config.task == "mlm" and (out/"excluded_formulas.txt").exists()
-        res_dir = tmp_path/"res"
-        assert main(["finetune", "--task", "ricci_transport", "--model", str(out), "--n-max", "120", "--epochs", "2",
-                     "--batch-size", "32", "--out", str(res_dir), "--device", "cpu", "--quiet", "--threads", "1"]) == 0
-        r = json.loads((res_dir/"results.json").read_text())
-        assert "clean" in r["protocol"] and len(r["folds"]) == 1 and r["params"]["num_threads"] == 1
-        assert main(["pretrain", "--stage", "distill"]) == 2
-        assert "distill" in capsys.readouterr().err
-    finally:
-        COMMANDS.clear(); COMMANDS.update(saved)
-
-
 @pytest.mark.parametrize("arch,preset", [("bert", "small"), ("roformer", "small"), ("modernbert", "small"),
                                          ("modernbert", "base")])
 def test_larger_presets_train_and_round_trip(tmp_path, arch, preset):

@@ -4,14 +4,12 @@
 
 # %% ../../nbs/16a_comp.imkt.ipynb #40f9b711
 from __future__ import annotations
-import hashlib, json, time
+import hashlib, json
 from dataclasses import dataclass, fields, replace
 from functools import partial
 from pathlib import Path
 
 import numpy as np
-import torch
-from fastcore.script import call_parse
 from filelock import FileLock
 
 from ..core import ConfigError, cache_dir
@@ -24,13 +22,12 @@ from .pretrain import read_stage, pretrain_mlm
 from .align import align, alignment_corpus, resolve_teachers
 from .finetune import finetune, predict, embed_compositions
 from ..train.core import TrainConfig, torch_threads
-from ..protocol import run_matbench, run_holdout, parse_folds, save_result
+from ..protocol import run_matbench, run_holdout
 from ..registry import register_model
 
 # %% auto #0
 __all__ = ['STAGES', 'STAGE_SETS', 'CLM_MODEL_NAMES', 'parse_stages', 'ImKTConfig', 'stage_key', 'pretrain_imkt', 'check_clean',
-           'ImKTModel', 'make_clm_model', 'register_clm_models', 'ImKTResult', 'run_imkt', 'pretrain_cli',
-           'finetune_cli']
+           'ImKTModel', 'make_clm_model', 'register_clm_models', 'ImKTResult', 'run_imkt']
 
 # %% ../../nbs/16a_comp.imkt.ipynb #7572de40
 STAGES = ("mlm", "align", "finetune")
@@ -178,7 +175,7 @@ def pretrain_imkt(cfg:ImKTConfig, exclude=None, # the task Dataset (or formulas)
                  ) -> dict:
     "Run (or reuse) the pretraining stages of `cfg`; returns {stage: directory}."
     excluded = exclusion_set(exclude) if cfg.protocol == "clean" else set()
-    paths, parent = {}, None
+    paths, parent, prev = {}, None, None   # key and directory of the previous stage
     for stage in [s for s in cfg.stages if s != "finetune"]:
         key = stage_key(cfg, stage, parent, excluded)
         path = cfg.root/f"{stage}-{key}"
@@ -188,9 +185,9 @@ def pretrain_imkt(cfg:ImKTConfig, exclude=None, # the task Dataset (or formulas)
                 # reuse only under the clean protocol: with "none" the full corpus is the point
                 other = _reusable(cfg, stage, parent, excluded) if cfg.reuse_stages and cfg.protocol == "clean" else None
                 if other is not None: path, key = other, other.name.split("-", 1)[1]
-                else: _build_stage(cfg, stage, path, paths[parent_stage] if parent else None, excluded)
+                else: _build_stage(cfg, stage, path, prev, excluded)
                 (path/"settings_key.txt").write_text(stage_key(cfg, stage, parent, set()))
-        paths[stage], parent, parent_stage = path, key, stage
+        paths[stage], parent, prev = path, key, path
     return paths
 
 def _reusable(cfg:ImKTConfig, stage:str, parent:str|None, excluded:set) -> Path|None:
@@ -342,73 +339,3 @@ def run_imkt(task:Dataset, # the property data (with `folds` for the matbench pr
     proto = models[-1].protocol()   # the protocols append it to res.protocol
     res.extra["imkt"] = dict(stage_paths={k: str(v) for k, v in paths.items()}, protocol=proto, name=cfg.name)
     return ImKTResult(res, paths, models, cfg, proto)
-
-# %% ../../nbs/16a_comp.imkt.ipynb #6505b9ee
-def _csv(s): return None if s is None else tuple(x.strip() for x in str(s).split(",") if x.strip())
-
-@call_parse
-def pretrain_cli(stage:str="mlm", # "mlm" or "align"
-                 out:str=None, # output folder (default: imkt_<stage>)
-                 init:str=None, # start from this saved model directory (e.g. the MLM stage for alignment)
-                 arch:str="bert", preset:str="tiny", # backbone of a new model
-                 corpus:str=None, # MLM: comma-separated corpus sources (default: matbench tables + Ricci)
-                 max_size:int=None, # MLM: random subset of the corpus
-                 teachers:str="chgnet,alignn", # align: comma-separated teacher names
-                 structures:str=None, # align: comma-separated structure sets (default: the structure corpus)
-                 n_structures:int=None, # align: random subset of the structure corpus
-                 exclude_task:str=None, # clean protocol: registered dataset whose compositions are left out
-                 epochs:int=5, lr:float=1e-3, batch_size:int=64,
-                 device:str=None, seed:int=0, quiet:bool=False,
-                 threads:int=None, # torch CPU threads (default: torch's; 1 is fastest for tiny models on small CPUs)
-                ):
-    "Run one imKT pretraining stage (MLM or alignment) and save it as a Hugging Face directory."
-    if stage not in ("mlm", "align"): raise ConfigError(f"--stage must be 'mlm' or 'align', got {stage!r}")
-    ex = None
-    if exclude_task:
-        from mmlit.data.external import load_dataset
-        ex = exclusion_set(load_dataset(exclude_task))
-    tc = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, progress=not quiet, num_threads=threads,
-                     device=device)
-    out = Path(out or f"imkt_{stage}")
-    if stage == "mlm":
-        res = pretrain_mlm(composition_corpus(_csv(corpus), ex, max_size, seed), tc, init=init, arch=arch, preset=preset, out_dir=out)
-    else:
-        c = alignment_corpus(_csv(structures), sorted(ex or []), n_structures, seed, progress=not quiet)
-        with torch_threads(threads):   # the teachers embed the structures outside the training loop
-            res = align(c, resolve_teachers(_csv(teachers), str(tc.torch_device)), tc, init=init, arch=arch,
-                        preset=preset, out_dir=out, progress=not quiet)
-    if ex is not None: (out/"excluded_formulas.txt").write_text("\n".join(sorted(ex)))
-    print(f"{res}\n{res.history.to_string(index=False)}\nsaved to {out}")
-    return res
-
-# %% ../../nbs/16a_comp.imkt.ipynb #2d3f7116
-@call_parse
-def finetune_cli(task:str=None, # registered dataset, e.g. matbench_expt_gap or ricci_transport (required)
-                 model:str=None, # saved model directory to start from (default: from scratch)
-                 folds:str=None, # matbench folds, e.g. 0-4 (default: one random 80/20 hold-out split)
-                 n_max:int=None, # random subset of this many rows (quick runs; default: all)
-                 arch:str="bert", preset:str="tiny", # backbone when training from scratch
-                 epochs:int=50, lr:float=5e-4, patience:int=10, batch_size:int=64,
-                 out:str=None, # results folder (default: finetune_results/<task>)
-                 device:str=None, seed:int=0, quiet:bool=False,
-                 threads:int=None, # torch CPU threads (default: torch's; 1 is fastest for tiny models on small CPUs)
-                ):
-    "Finetune a (pretrained) composition model on a task and score it; writes results.json/md and predictions."
-    from mmlit.data.external import load_dataset
-    if not task: raise ConfigError("--task is required, e.g. --task matbench_expt_gap")
-    ds = load_dataset(task)
-    if n_max is not None and n_max < len(ds):
-        if folds: raise ConfigError("--n-max and --folds cannot be combined (the folds are defined on the full task)")
-        ds = ds.subset(np.sort(np.random.default_rng(seed).choice(len(ds), n_max, replace=False)))
-    cfg = ImKTConfig(stages=("finetune",), arch=arch, preset=preset, ft_epochs=epochs, ft_lr=lr, patience=patience,
-                     batch_size=batch_size, device=device, seed=seed, progress=not quiet, num_threads=threads)
-    factory = lambda: ImKTModel(cfg, init=model)
-    res = run_matbench(ds, factory, parse_folds(folds), seed=seed, progress=not quiet) if folds else \
-          run_holdout(ds, factory, seed=seed)
-    clean = check_clean(model, ds) if model else None
-    if model: res.protocol += "; " + ("clean (every task composition was excluded from pretraining)" if clean else
-                                      "NOT verified clean (the checkpoint does not list all task compositions as excluded)")
-    paths = save_result(res, Path(out or Path("finetune_results")/ds.name))
-    print(f"{res.model} on {res.task}: {res.metric} = {res.mean():.4g} ± {res.std():.4g}\n{res.protocol}\n"
-          f"wrote {', '.join(str(p) for p in paths.values())}")
-    return res

@@ -20,17 +20,17 @@ from transformers.models.roformer.modeling_roformer import RoFormerOnlyMLMHead
 from transformers.models.modernbert.modeling_modernbert import ModernBertPredictionHead
 
 from ..core import ConfigError, MmlitInputError
-from ..train.losses import REGRESSION_LOSSES, check_sample_weight, weighted_target_loss
-from .tokenizer import CompositionTokenizer, build_vocab, ELEMENTS, ENCODINGS, load_tokenizer
+from ..train.losses import check_sample_weight
+from .tokenizer import CompositionTokenizer, ENCODINGS, load_tokenizer
 from .amounts import FractionalEncoding
 from .heads import PropertyHead, HEAD_LOSSES
+from .elements import ELEMENT_VECTORS, ElementVectorEmbedding
 
 # %% auto #0
-__all__ = ['PRESETS', 'ARCHS', 'TASKS', 'ELEMENT_VECTORS', 'POOLINGS', 'CompositionModelConfig', 'element_vector_table',
-           'ElementVectorEmbedding', 'build_backbone', 'pool', 'CompositionPreTrainedModel', 'weighted_mlm_loss',
-           'CompositionForMaskedLM', 'CompositionOutput', 'CompositionForPrediction', 'model_class', 'build_model',
-           'check_tokenizer', 'count_parameters', 'preset_parameter_counts', 'save_composition_model',
-           'load_composition_model', 'from_backbone']
+__all__ = ['PRESETS', 'ARCHS', 'TASKS', 'POOLINGS', 'CompositionModelConfig', 'build_backbone', 'pool',
+           'CompositionPreTrainedModel', 'weighted_mlm_loss', 'CompositionForMaskedLM', 'CompositionOutput',
+           'CompositionForPrediction', 'model_class', 'build_model', 'check_tokenizer', 'count_parameters',
+           'preset_parameter_counts', 'save_composition_model', 'load_composition_model', 'from_backbone']
 
 # %% ../../nbs/11_comp.model.ipynb #9f769b29
 PRESETS = {
@@ -52,8 +52,6 @@ ARCHS = {
     "modernbert": _Arch(ModernBertConfig, 1.5, "embeddings.tok_embeddings.weight", "1"),
 }
 TASKS = ("mlm", "regression", "classification")
-ELEMENT_VECTORS = ("magpie", "mat2vec", "matscholar", "matscibert", "crystallm", "chemeleon", "orb_v2", "mace_mp0",
-                   "sevennet", "chgnet", "skipatom", "megnet16", "oliynyk", "xenonpy", "cgnf")  # shipped in elementembeddings
 POOLINGS = ("cls", "mean")
 
 
@@ -135,45 +133,6 @@ class CompositionModelConfig(PreTrainedConfig):
                    max_position_embeddings=tokenizer.model_max_length, tokenizer_class=type(tokenizer).__name__,
                    encoding=tokenizer.encoding)
         return cls(**{**ids, **kwargs})
-
-# %% ../../nbs/11_comp.model.ipynb #2a169548
-def element_vector_table(name:str, # one of `ELEMENT_VECTORS`
-                         tokenizer_vocab:dict[str, int], # token -> id
-                         vocab_size:int|None=None, # rows of the table (default: len(tokenizer_vocab))
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
-    "(vocab, dim) standardized element vectors in token-id order and a (vocab,) mask of the rows that have one."
-    if name not in ELEMENT_VECTORS: raise ConfigError(f"unknown element_vectors {name!r}; choose one of {ELEMENT_VECTORS}")
-    from elementembeddings.core import Embedding
-    emb = Embedding.load_data(name).embeddings
-    dim = len(next(iter(emb.values())))
-    n = vocab_size or len(tokenizer_vocab)
-    cpu = torch.device("cpu")  # explicit: models are also built under `torch.device("meta")` (from_pretrained)
-    vecs, has = torch.zeros(n, dim, device=cpu), torch.zeros(n, dtype=torch.bool, device=cpu)
-    for sym, i in tokenizer_vocab.items():
-        if sym in emb and len(sym) <= 2 and sym[:1].isupper():
-            vecs[i] = torch.as_tensor(emb[sym], dtype=torch.float32, device=cpu); has[i] = True
-    v = vecs[has]
-    # z-score per feature, then / sqrt(dim): unit length on average, so the architecture's ordinary init of the
-    # projection gives element embeddings of the same scale as the other token embeddings
-    vecs[has] = ((v - v.mean(0)) / v.std(0).where(v.std(0) > 0, torch.ones((), device=cpu))).nan_to_num() / dim ** 0.5
-    return vecs, has
-
-class ElementVectorEmbedding(nn.Module):
-    "Token embedding whose element rows are a learned projection of fixed element vectors."
-    def __init__(self, base:nn.Embedding, name:str):
-        super().__init__()
-        self.base, self.name = base, name
-        # element token ids do not depend on the tokenizer's max_int (specials, then elements, come first)
-        vocab = {t: i for t, i in build_vocab(1).items() if t in ELEMENTS}
-        vecs, has = element_vector_table(name, vocab, base.num_embeddings)
-        self.register_buffer("vectors", vecs); self.register_buffer("has_vector", has)
-        self.proj = nn.Linear(vecs.shape[1], base.embedding_dim)
-
-    @property
-    def weight(self): return self.base.weight  # what the architecture's init and resize code look for
-
-    def forward(self, ids):
-        return torch.where(self.has_vector[ids].unsqueeze(-1), self.proj(self.vectors[ids]), self.base(ids))
 
 # %% ../../nbs/11_comp.model.ipynb #54d6cc47
 def build_backbone(config:CompositionModelConfig) -> PreTrainedModel:
