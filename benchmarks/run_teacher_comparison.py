@@ -37,6 +37,12 @@ def saved_teacher(path, task, device) -> ContrastiveModel:
                                   f"pretraining (e.g. {sorted(missing)[:3]}): the clean protocol is not shown")
     return ContrastiveModel.load(path, device=device)
 
+def recorded_path(path) -> str:
+    "`path` as result files record it: relative to the repository that holds it, so records read the same in any checkout."
+    p = Path(path).resolve()
+    root = next((d for d in p.parents if (d/"settings.ini").exists() and (d/"mmlit").is_dir()), None)
+    return str(p.relative_to(root)) if root else str(p)
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", default="expt_gap")
@@ -69,7 +75,7 @@ def main(argv=None):
             t0 = time.time()
             if a.teacher_model:
                 cm = saved_teacher(a.teacher_model, task, a.device)
-                record = dict(loaded_from=str(a.teacher_model), info=cm.info)
+                record = dict(loaded_from=recorded_path(a.teacher_model), info=cm.info)
             else:
                 if structs is None:
                     from run_contrastive_bench import with_descriptions   # the shared descriptions -> description cache
@@ -93,7 +99,7 @@ def main(argv=None):
             if teacher and "multimodal" in tag:   # only once a run is accepted: a refused resume changes no result file
                 (out/f"teacher{a.suffix}.json").write_text(json.dumps(record, indent=1, default=str))
             r = run_imkt(task, config=cfg, teachers=sets[tag], folds=todo)
-            r.bench.extra.update(teachers=tag, device=str(default_device(a.device)), teacher_model=a.teacher_model,
+            r.bench.extra.update(teachers=tag, device=str(default_device(a.device)), teacher_model=a.teacher_model and recorded_path(a.teacher_model),
                                  gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, **same)
             res = merge_folds(r.bench, old)
             save_bench(res, out/f"{tag}{a.suffix}", plot=False)

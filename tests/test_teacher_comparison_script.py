@@ -30,3 +30,8 @@ def test_other_teacher_is_refused_before_any_file_changes(tmp_path):
                         "--suffix=-corpus", "--out", str(tmp_path)])
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
     assert not (tmp_path/"matbench_phonons"/"teacher-corpus.json").exists()   # the teacher record is not rewritten either
+
+def test_recorded_paths_are_relative_to_the_repository(tmp_path):
+    rec = _script().recorded_path
+    assert rec(TEACHER) == "benchmarks/results/contrastive_corpus/models/anchored_seed0"
+    assert rec(tmp_path/"elsewhere") == str((tmp_path/"elsewhere").resolve())   # outside any mmlit checkout: absolute
