@@ -9,7 +9,8 @@ from mmlit.core import ConfigError, MmlitInputError, seed_everything
 from mmlit.comp.tokenizer import CompositionTokenizer
 from mmlit.comp.model import (ARCHS, PRESETS, CompositionModelConfig, CompositionForMaskedLM, CompositionForPrediction,
                               build_model, check_tokenizer, count_parameters, from_backbone, load_composition_model,
-                              save_composition_model, weighted_target_loss)
+                              save_composition_model)
+from mmlit.train.losses import weighted_target_loss
 
 TOK = CompositionTokenizer()
 COMPS = ["CaTiO3", "Li7La3Zr2O12", "Al0.5CoCrFeNi1.25", "NaCl", "Fe2O3", "SiO2", "GaAs", "MgB2"]
