@@ -110,7 +110,7 @@ under = lambda name, prefixes: any(name == p or name.startswith(p + ".") for p i
 
 
 def test_import_parser_sees_function_level_and_relative_imports(tmp_path):
-    f = ROOT/"mmlit"/"comp"/"imkt.py"
+    f = ROOT/"mmlit"/"comp"/"commands.py"   # both kinds of import: a relative one at the top, an absolute one in a function
     imps = _imports(f)
     assert "mmlit.protocol" in imps and "mmlit.data.external" in imps   # relative (top) and absolute (in a function)
 
