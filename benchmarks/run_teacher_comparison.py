@@ -63,6 +63,7 @@ def main(argv=None):
     kw = dict(progress=False, device=a.device, num_threads=a.threads, **json.loads(a.recipe_kw))
     if a.preset: kw.update(preset=a.preset, backbone_overrides=None)
     cfg = recipe_config(a.recipe, **kw)
+    teacher_path = a.teacher_model and recorded_path(a.teacher_model)   # as the result files record it
     structs = None
     tags = a.teachers.split(",")
     if bad := [t for t in tags if t not in ("chgnet", "multimodal", "chgnet+multimodal")]:
@@ -75,7 +76,7 @@ def main(argv=None):
             t0 = time.time()
             if a.teacher_model:
                 cm = saved_teacher(a.teacher_model, task, a.device)
-                record = dict(loaded_from=recorded_path(a.teacher_model), info=cm.info)
+                record = dict(loaded_from=teacher_path, info=cm.info)
             else:
                 if structs is None:
                     from run_contrastive_bench import with_descriptions   # the shared descriptions -> description cache
@@ -99,7 +100,7 @@ def main(argv=None):
             if teacher and "multimodal" in tag:   # only once a run is accepted: a refused resume changes no result file
                 (out/f"teacher{a.suffix}.json").write_text(json.dumps(record, indent=1, default=str))
             r = run_imkt(task, config=cfg, teachers=sets[tag], folds=todo)
-            r.bench.extra.update(teachers=tag, device=str(default_device(a.device)), teacher_model=a.teacher_model and recorded_path(a.teacher_model),
+            r.bench.extra.update(teachers=tag, device=str(default_device(a.device)), teacher_model=teacher_path,
                                  gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, **same)
             res = merge_folds(r.bench, old)
             save_bench(res, out/f"{tag}{a.suffix}", plot=False)
