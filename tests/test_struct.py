@@ -205,6 +205,22 @@ def test_single_atom_last_batch_trains(tmp_path):
     assert np.isfinite(gm.predict(ds)).all()
 
 
+def test_graph_model_trains_on_blank_targets(tmp_path):
+    "A multi-property table leaves blanks: rows with no value are left out (with a warning), the blanks are masked."
+    import pandas as pd
+    from mmlit.data.core import Dataset
+    ds = load_structure_set("pymatgen_structures", progress=False)
+    ds = ds.subset([i for i, s in enumerate(ds.structures) if s.is_ordered])
+    dens, vpa = np.array([s.density for s in ds.structures]), np.array([s.volume / len(s) for s in ds.structures])
+    vpa[::3] = np.nan; dens[:2] = vpa[:2] = np.nan   # gaps, and two rows with neither property
+    gappy = Dataset("gappy", ds.ids, ds.compositions, pd.DataFrame({"density": dens, "vpa": vpa}), structures=ds.structures,
+                    missing_targets=True)
+    gm = GraphModel("cgcnn", epochs=3, batch_size=8, progress=False, cache=tmp_path)
+    with pytest.warns(UserWarning, match=f"2 of {len(ds)} training rows"): gm.fit(gappy)
+    assert gm.info["n_train"] + gm.info["n_valid"] == len(ds) - 2
+    assert np.isfinite(gm.history.train_loss).all() and np.isfinite(gm.predict(gappy)).all()
+
+
 def test_bad_options_are_named(tmp_path):
     from mmlit.core import ConfigError, DataError
     from mmlit.data.structures import load_structure_task

@@ -127,7 +127,7 @@ class Dataset:
 
     def __len__(self): return len(self.ids)
     def __repr__(self):
-        extra = [f"structures" if self.structures is not None else "", "folds" if self.folds is not None else ""]
+        extra = ["structures" if self.structures is not None else "", "folds" if self.folds is not None else ""]
         extra = ", ".join(e for e in extra if e)
         return (f"Dataset({self.name!r}, {len(self)} rows, {self.task_type}, targets={self.target_names}"
                 + (f", with {extra}" if extra else "") + ")")
@@ -150,6 +150,14 @@ def subset(self:Dataset, idx) -> Dataset:
                    units=dict(self.units), source=self.source,
                    meta=None if self.meta is None else self.meta.iloc[idx].reset_index(drop=True),
                    missing_targets=self.missing_targets)
+
+@patch
+def labelled(self:Dataset, names:list|None=None) -> Dataset:
+    "The rows with a value (not NaN) of at least one of the target columns `names` (default: all); `self` when every row has one."
+    cols = self.target_names if names is None else list(names)
+    if bad := [n for n in cols if n not in self.targets]: raise ConfigError(f"{self.name}: no target(s) {bad}; targets are {self.target_names}")
+    seen = self.targets[cols].notna().any(axis=1).to_numpy()
+    return self if seen.all() else self.subset(seen)
 
 # %% ../../nbs/02_data.core.ipynb #ddb35047
 @patch(as_prop=True)

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 import mmlit
-from ..core import ConfigError, DataError, seed_everything
+from ..core import ConfigError, seed_everything
 from ..data.core import Dataset
 from ..train.core import Trainer, TrainConfig, fit_summary, inference_trainer
-from ..train.data import nan_mae, resolve_targets, batched_outputs
+from ..train.data import nan_mae, batched_outputs, training_rows
+from ..train.losses import weighted_target_loss
 from .core import MultiModalCollator, MultiModalDataset, encode_batch, make_modality, modality_settings, rows_of
 from .modules import FUSIONS, make_fusion
 
@@ -45,7 +45,7 @@ class FusionNet(nn.Module):
         self.head = nn.Sequential(nn.Linear(self.fusion.out_dim, head_hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(head_hidden, n_targets))
         self.modality_dropout, self.loss_kind, self.aux_weight, self.balance_weight = modality_dropout, loss, aux_weight, balance_weight
 
-    def _loss(self, p, y): return (F.l1_loss if self.loss_kind == "l1" else F.mse_loss)(p, y)
+    def _loss(self, p, y): return weighted_target_loss(p, y, self.loss_kind)   # NaN = not measured: masked
 
     def forward(self, inputs:dict, mask:torch.Tensor, labels:torch.Tensor|None=None) -> dict:
         if self.training: mask = drop_modalities(mask, self.modality_dropout)
@@ -109,8 +109,7 @@ class FusionModel:
     def fit(self, train:Dataset, valid:Dataset|None=None) -> "FusionModel":
         if train.task_type != "regression": raise ConfigError(f"{train.name}: FusionModel fits regression tasks, not {train.task_type}")
         c = self.train_config
-        self._names = resolve_targets(train, self.target)
-        if valid is None: train, valid = train.train_valid_split(c.valid_frac, c.seed)
+        self._names, train, valid = training_rows(train, valid, self.target, c.valid_frac, c.seed)
         t0 = time.time()
         tr, va = self.dataset(train, True, self.missing, c.seed), self.dataset(valid, True)
         t1 = time.time()
@@ -118,7 +117,7 @@ class FusionModel:
         self.model = FusionNet({k: m.build_encoder() for k, m in self.modalities.items()}, n_targets=len(self._names), **self.net_kw)
         for k, m in self.modalities.items(): m.adapt(self.model.encoders[k], tr.items[k])   # training statistics (tabular)
         self.trainer = Trainer(self.model, tr, va, replace(c, scale_targets=True), collate_fn=MultiModalCollator(self.modalities),
-                               metrics={"mae": nan_mae})
+                               metrics={"mae": nan_mae}, missing_targets=train.missing_targets)
         self.history = self.trainer.fit()
         self.model = self.trainer.unwrapped
         self.info = fit_summary(self.trainer, self.history, len(tr), len(va), t1,

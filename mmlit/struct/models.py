@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-import torch.nn.functional as F
 from torch_geometric.nn import global_mean_pool
 from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import ModelOutput
@@ -22,7 +21,7 @@ import mmlit
 from ..core import ConfigError, DataError, MmlitInputError, seed_everything
 from ..data.core import Dataset
 from ..train.core import Trainer, TrainConfig, fit_summary, inference_trainer
-from ..train.data import nan_mae, resolve_targets, batched_outputs
+from ..train.data import nan_mae, batched_outputs, training_rows
 from ..train.losses import REGRESSION_LOSSES, weighted_target_loss
 from .graph import GraphConfig, bond_cosines
 from .data import GraphDataset, GraphCollator
@@ -224,9 +223,9 @@ class GraphModel:
         return GraphDataset(structs, **kw)
 
     def fit(self, train:Dataset, valid:Dataset|None=None) -> "GraphModel":
-        names = resolve_targets(train, self.target)
-        self._names, c = names, self.train_config
-        if valid is None: train, valid = train.train_valid_split(c.valid_frac, c.seed)
+        c = self.train_config
+        names, train, valid = training_rows(train, valid, self.target, c.valid_frac, c.seed)
+        self._names = names
         seed_everything(c.seed)
         self.model = build_structure_model(self.arch, self.preset, task=train.task_type, num_targets=len(names),
                                            target_names=names, **self.model_kw)
@@ -283,7 +282,8 @@ def _train(self:GraphModel, train:Dataset, valid:Dataset, c:TrainConfig):
     t1 = time.time()
     reg = train.task_type == "regression"
     self.trainer = Trainer(self.model, tr, va, replace(c, scale_targets=reg, monitor="valid_mae" if reg else "valid_loss"),
-                           collate_fn=self.model.config.collator(), metrics={"mae": nan_mae} if reg else {})
+                           collate_fn=self.model.config.collator(), metrics={"mae": nan_mae} if reg else {},
+                           missing_targets=train.missing_targets)
     self.history = self.trainer.fit()
     self.model = self.trainer.unwrapped
     return t0, t1, tr, va
@@ -295,9 +295,8 @@ def finetune(self:GraphModel, train:Dataset, # rows with (other) structures and 
             ) -> GraphModel:
     "Continue training the fitted model on `train`: its weights are the start, the best epoch on `valid` is kept."
     if self.trainer is None: raise ConfigError("call fit() before finetune()")
-    resolve_targets(train, self._names)   # the fitted targets must all be there
     c = replace(self.train_config, epochs=epochs, lr=lr or self.train_config.lr / 10)
-    if valid is None: train, valid = train.train_valid_split(c.valid_frac, c.seed)
+    _, train, valid = training_rows(train, valid, self._names, c.valid_frac, c.seed)   # the fitted targets must all be there
     self._train(train, valid, c)
     self.info["finetuned"] = dict(n_train=len(train), epochs_run=len(self.history), lr=c.lr)
     return self

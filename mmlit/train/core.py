@@ -101,7 +101,8 @@ class Trainer:
                  callbacks=(),              # extra `Callback`s (the defaults come from the config)
                  metrics:dict|None=None,    # name -> fn(y_true, y_pred) on unscaled targets, logged as valid_<name>
                  loss_fn=None,              # optional loss adapter fn(outputs, batch) -> loss (default: outputs.loss)
-                 accelerator:Accelerator|None=None):
+                 accelerator:Accelerator|None=None,
+                 missing_targets:bool=False): # NaN labels mean "not measured": the model's loss must mask them
         from mmlit.train.callbacks import default_callbacks
         self.config = c = config or TrainConfig()
         self.model, self.collate_fn, self.metrics, self.loss_fn = model, collate_fn, dict(metrics or {}), loss_fn
@@ -115,8 +116,9 @@ class Trainer:
         self.accelerator = accelerator or _make_accelerator(mp, dev.type == "cpu")
         # reject non-finite targets before anything else, on the full training set (before the valid split)
         ds0 = train_ds.dataset if isinstance(train_ds, DataLoader) else train_ds
-        self._labels_checked = check_finite_targets(ds0, "train")
-        if valid_ds is not None: check_finite_targets(valid_ds, "valid")
+        self.missing_targets = missing_targets
+        self._labels_checked = check_finite_targets(ds0, "train", missing_targets)
+        if valid_ds is not None: check_finite_targets(valid_ds, "valid", missing_targets)
         if valid_ds is None and c.valid_frac > 0 and not isinstance(train_ds, DataLoader):
             perm = np.random.default_rng(c.seed).permutation(len(train_ds))
             nv = max(1, int(round(c.valid_frac * len(train_ds))))
@@ -183,7 +185,8 @@ def _train_step(self:Trainer):
     c, acc = self.config, self.accelerator
     self._cb("before_batch")
     y = _labels(self.batch)
-    if not self._labels_checked and y is not None and y.is_floating_point() and not torch.isfinite(y).all():
+    if not self._labels_checked and y is not None and y.is_floating_point() and \
+       (torch.isinf(y).any() or (not self.missing_targets and torch.isnan(y).any())):
         idx = self._batch_indices[self.batch_in_epoch].tolist() if self._batch_indices else "?"
         raise DataError(f"non-finite labels in training batch {self.batch_in_epoch} of epoch {self.epoch}: "
                         f"sample indices {idx}")

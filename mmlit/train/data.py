@@ -4,6 +4,7 @@
 
 # %% ../../nbs/05a_train.data.ipynb #fd605c1e
 from __future__ import annotations
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -14,8 +15,8 @@ from torch.utils.data import Subset
 from ..core import ConfigError, DataError
 
 # %% auto #0
-__all__ = ['dataset_targets', 'check_finite_targets', 'resolve_targets', 'nan_mae', 'TargetScaler', 'EpochBatchSampler',
-           'pad_collate', 'dataset_lengths', 'batched_outputs']
+__all__ = ['dataset_targets', 'check_finite_targets', 'resolve_targets', 'training_rows', 'nan_mae', 'TargetScaler',
+           'EpochBatchSampler', 'pad_collate', 'dataset_lengths', 'batched_outputs']
 
 # %% ../../nbs/05a_train.data.ipynb #c1589df1
 def _labels(b):
@@ -42,12 +43,14 @@ def dataset_targets(ds) -> tuple[np.ndarray, list]|None:
         y, ids = np.stack([np.asarray(_labels(ds[i]), dtype=float) for i in range(len(ds))]), None
     return y.reshape(len(y), -1), list(range(len(y))) if ids is None else list(ids)
 
-def check_finite_targets(ds, name:str="train") -> bool:
-    "Raise `DataError` listing the rows of `ds` whose target is NaN/inf; returns whether targets could be checked."
+def check_finite_targets(ds, name:str="train",
+                         missing_ok:bool=False, # NaN means "not measured" (the loss masks it); inf is rejected all the same
+                        ) -> bool:
+    "Raise `DataError` listing the rows of `ds` whose target is NaN/inf (only inf if `missing_ok`); returns whether targets could be checked."
     r = dataset_targets(ds)
     if r is None: return False
     y, ids = r
-    bad = np.flatnonzero(~np.isfinite(y).all(1))
+    bad = np.flatnonzero(np.isinf(y).any(1) if missing_ok else ~np.isfinite(y).all(1))
     if len(bad):
         rows = ", ".join(f"row {i} (id {ids[i]!r}): {y[i].tolist()}" for i in bad[:20])
         raise DataError(f"{len(bad)} non-finite target(s) in the {name} set: {rows}{' ...' if len(bad) > 20 else ''}")
@@ -64,6 +67,17 @@ def resolve_targets(ds, # a `mmlit.data.core.Dataset`
         raise ConfigError(f"{ds.name}: no target(s) {bad}; targets are {ds.target_names}")
     return names
 
+def training_rows(train, # a `mmlit.data.core.Dataset`
+                  valid=None, # its validation rows; None: a seeded `valid_frac` split of `train`
+                  target:str|list="all", # as in `resolve_targets`
+                  valid_frac:float=0.1, seed:int=0) -> tuple:
+    "(target names, train, valid) for a wrapper's `fit`: the columns `target` selects, and only the rows with a value of one of them."
+    names = resolve_targets(train, target)
+    n0, train = len(train), train.labelled(names)
+    if len(train) < n0: warnings.warn(f"{train.name}: {n0 - len(train)} of {n0} training rows have no value of {names}; they are left out")
+    if valid is None: return names, *train.train_valid_split(valid_frac, seed)
+    return names, train, valid.labelled(names)
+
 def nan_mae(y_true, y_pred) -> float:
     "Mean absolute error over the observed entries (NaN targets skipped): the validation metric of the model wrappers."
     return float(np.nanmean(np.abs(np.asarray(y_true) - np.asarray(y_pred))))
@@ -75,8 +89,13 @@ class TargetScaler:
         self.mean = None if mean is None else np.asarray(mean, dtype=float)
         self.std = None if std is None else np.asarray(std, dtype=float)
     def fit(self, y):
+        "Column means and standard deviations of `y` (n, k), over the observed entries where some are NaN."
         y = np.asarray(y, dtype=float).reshape(len(y), -1)
-        self.mean, std = y.mean(0), y.std(0)
+        if np.isnan(y).any():
+            if empty := [j for j in range(y.shape[1]) if np.isnan(y[:, j]).all()]:
+                raise DataError(f"target column(s) {empty} have no observed value in the training set")
+            self.mean, std = np.nanmean(y, 0), np.nanstd(y, 0)
+        else: self.mean, std = y.mean(0), y.std(0)
         self.std = np.where(std > 0, std, 1.0)
         return self
     def _t(self, a, like): return torch.as_tensor(a, dtype=like.dtype, device=like.device)
