@@ -4,7 +4,7 @@
 
 # %% ../../nbs/33_image.encoders.ipynb #34d5f047
 from __future__ import annotations
-import json, time, warnings
+import json, warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -16,11 +16,12 @@ from transformers.modeling_outputs import ModelOutput
 from pymatgen.core import Structure
 
 import mmlit
-from ..core import ConfigError, DataError, MmlitInputError, seed_everything
+from ..core import ConfigError, DataError, MmlitInputError
 from ..data.core import Dataset
-from ..train.core import Trainer, TrainConfig, fit_summary, inference_trainer
-from ..train.data import nan_mae, resolve_targets, batched_outputs
+from ..train.core import TrainConfig, inference_trainer
+from ..train.data import batched_outputs
 from ..train.losses import REGRESSION_LOSSES, weighted_target_loss
+from ..train.wrapper import FeatureRegressor
 from .render import RenderConfig, render_structures
 
 # %% auto #0
@@ -120,7 +121,7 @@ class _Images(torch.utils.data.Dataset):
         return {"images": x} if self.targets is None else {"images": x, "labels": torch.from_numpy(self.targets[i])}
 
 # %% ../../nbs/33_image.encoders.ipynb #6f033b01
-class ImageModel:
+class ImageModel(FeatureRegressor):
     "Render -> multi-view CNN -> head; bench-compatible (`fit`/`predict`/`embed`/`save`/`load`/`get_params`), regression."
     def __init__(self, size:int=64, views:tuple=("a", "b", "c"), extent:float=12.0, # render settings (`RenderConfig`)
                  widths:tuple=(16, 32, 64, 128), dim:int=128, view_pool:str="mean", dropout:float=0.1,
@@ -145,7 +146,9 @@ class ImageModel:
     @property
     def name(self) -> str: return "image-cnn"
 
-    def images(self, data) -> np.ndarray:
+    summary_extra = ("n_parameters",)
+
+    def featurize(self, data) -> np.ndarray:
         "(n, views*3, size, size) uint8 images of a Dataset with structures or a list of Structures."
         structs = [data] if isinstance(data, Structure) else data
         if isinstance(structs, Dataset) and (structs.structures is None or any(s is None for s in structs.structures)):
@@ -153,34 +156,17 @@ class ImageModel:
         return render_structures(structs, config=RenderConfig(**self.render), cache=self.cache, n_jobs=self.n_jobs,
                                  progress=self.train_config.progress, as_uint8=True)
 
-    def fit(self, train:Dataset, valid:Dataset|None=None) -> "ImageModel":
-        if train.task_type != "regression": raise ConfigError(f"{train.name}: ImageModel fits regression tasks, not {train.task_type}")
-        c = self.train_config
-        names = resolve_targets(train, self.target)
-        if valid is None: train, valid = train.train_valid_split(c.valid_frac, c.seed)
-        t0 = time.time()
-        xt, xv = self.images(train), self.images(valid)
-        t1 = time.time()
-        seed_everything(c.seed)
-        self.model, self._names = ImageCNN(ImageModelConfig(render=self.render, num_targets=len(names), target_names=names, **self.model_kw)), names
-        nv = len(self.render["views"])
-        self.trainer = Trainer(self.model, _Images(xt, train.targets[names].to_numpy(float), self.augment, nv),
-                               _Images(xv, valid.targets[names].to_numpy(float), False, nv), c, metrics={"mae": nan_mae})
-        self.history = self.trainer.fit()
-        self.model = self.trainer.unwrapped
-        self.info = fit_summary(self.trainer, self.history, len(xt), len(xv), t1, extra=("n_parameters",), render_seconds=t1 - t0)
-        return self
-
-    def predict(self, data) -> np.ndarray:
-        "Predictions in the units of the training targets: (n,) for one target, else (n, k)."
-        if self.trainer is None: raise ConfigError("call fit() (or ImageModel.load) before predict()")
-        return self.trainer.predict(_Images(self.images(data), n_views=len(self.render["views"])))
+    def build_net(self, x, names) -> ImageCNN:
+        return ImageCNN(ImageModelConfig(render=self.render, num_targets=len(names), target_names=names, **self.model_kw))
+    def as_dataset(self, x, y=None, train=False) -> "_Images":   # augmented: the training rows only
+        return _Images(x, y, self.augment and train, len(self.render["views"]))
+    def prep_summary(self, x, seconds) -> dict: return dict(render_seconds=seconds)
 
     @torch.no_grad()
     def embed(self, data, batch_size:int=256) -> np.ndarray:
         "(n, dim) image embeddings of a Dataset with structures or a list of Structures."
         if self.model is None: raise ConfigError("call fit() (or ImageModel.load) before embed()")
-        out = batched_outputs(self.model, torch.from_numpy(self.images(data)), torch.stack, lambda m, b: m.embed(b), batch_size)
+        out = batched_outputs(self.model, torch.from_numpy(self.featurize(data)), torch.stack, lambda m, b: m.embed(b), batch_size)
         return np.zeros((0, self.model.config.dim), np.float32) if out is None else out
 
     def get_params(self) -> dict:

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/24_struct.tabular.ipynb #d78bf556
 from __future__ import annotations
-import hashlib, json, os, time, warnings
+import hashlib, json, os, warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -13,13 +13,13 @@ import torch
 from torch import nn
 from pymatgen.core import Structure
 
-from ..core import ConfigError, DataError, cache_dir, seed_everything
+from ..core import ConfigError, DataError, cache_dir
 from ..data.core import Dataset
 from ..data.crystals import map_structures
 from ..baseline import MagpieFeaturizer
-from ..train.core import Trainer, TrainConfig, fit_summary, inference_trainer
-from ..train.data import nan_mae, resolve_targets
+from ..train.core import TrainConfig, inference_trainer
 from ..train.losses import weighted_target_loss
+from ..train.wrapper import FeatureRegressor
 
 # %% auto #0
 __all__ = ['CRYSTAL_SYSTEMS', 'STRUCTURE_LABELS', 'structure_features', 'TabularFeaturizer', 'TabularEncoder', 'TabularNet',
@@ -134,14 +134,7 @@ class TabularNet(nn.Module):
         return {"loss": weighted_target_loss(p, labels, self.loss), "logits": p}
 
 # %% ../../nbs/24_struct.tabular.ipynb #ddc47f59
-class _Vectors(torch.utils.data.Dataset):
-    def __init__(self, x, y=None):
-        self.x, self.targets = torch.as_tensor(x, dtype=torch.float32), None if y is None else np.asarray(y, np.float32).reshape(len(x), -1)
-    def __len__(self): return len(self.x)
-    def __getitem__(self, i):
-        return {"x": self.x[i]} if self.targets is None else {"x": self.x[i], "labels": torch.from_numpy(self.targets[i])}
-
-class TabularModel:
+class TabularModel(FeatureRegressor):
     "Magpie + structure descriptors -> MLP; bench-compatible (`fit`/`predict`/`embed`/`save`/`load`/`get_params`), regression."
     def __init__(self, dim:int=128, hidden:int=256, dropout:float=0.1, loss:str="l1",
                  epochs:int=300, lr:float=1e-3, batch_size:int=64, weight_decay:float=0.01, patience:int|None=30,
@@ -159,40 +152,21 @@ class TabularModel:
     @property
     def name(self) -> str: return "tabular-mlp"
 
-    def features(self, data) -> np.ndarray:
+    def featurize(self, data) -> np.ndarray:
         "(n, d) raw features (NaN kept) of a Dataset with structures or a list of Structures."
         if self.featurizer is None: self.featurizer = TabularFeaturizer(self.cache, self.n_jobs, self.train_config.progress)
         return self.featurizer(data)
 
-    def fit(self, train:Dataset, valid:Dataset|None=None) -> "TabularModel":
-        if train.task_type != "regression": raise ConfigError(f"{train.name}: TabularModel fits regression tasks, not {train.task_type}")
-        c = self.train_config
-        names = resolve_targets(train, self.target)
-        if valid is None: train, valid = train.train_valid_split(c.valid_frac, c.seed)
-        t0 = time.time()
-        xt, xv = self.features(train), self.features(valid)
-        t1 = time.time()
-        seed_everything(c.seed)
-        enc = TabularEncoder.from_features(xt, dim=self.dim, hidden=self.hidden, dropout=self.dropout)
-        self.model, self._names = TabularNet(enc, len(names), self.loss), names
-        self.trainer = Trainer(self.model, _Vectors(xt, train.targets[names].to_numpy(float)),
-                               _Vectors(xv, valid.targets[names].to_numpy(float)), c, metrics={"mae": nan_mae})
-        self.history = self.trainer.fit()
-        self.model = self.trainer.unwrapped
-        self.info = fit_summary(self.trainer, self.history, len(xt), len(xv), t1, n_features=xt.shape[1], feature_seconds=t1 - t0)
-        return self
-
-    def predict(self, data) -> np.ndarray:
-        "Predictions in the units of the training targets: (n,) for one target, else (n, k)."
-        if self.trainer is None: raise ConfigError("call fit() (or TabularModel.load) before predict()")
-        return self.trainer.predict(_Vectors(self.features(data)))
+    def build_net(self, x, names) -> "TabularNet":
+        return TabularNet(TabularEncoder.from_features(x, dim=self.dim, hidden=self.hidden, dropout=self.dropout), len(names), self.loss)
+    def prep_summary(self, x, seconds) -> dict: return dict(n_features=x.shape[1], feature_seconds=seconds)
 
     @torch.no_grad()
     def embed(self, data) -> np.ndarray:
         "(n, dim) embeddings of the trained encoder."
         if self.model is None: raise ConfigError("call fit() (or TabularModel.load) before embed()")
         self.model.eval(); enc = self.model.encoder
-        return enc(torch.as_tensor(self.features(data)).to(enc.x_mean.device)).cpu().numpy()
+        return enc(torch.as_tensor(self.featurize(data)).to(enc.x_mean.device)).cpu().numpy()
 
     def save(self, path) -> Path:
         "Weights with the standardisation buffers (`tabular.pt`) and settings, target scaler and names (`tabular_model.json`)."

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/31_text.encoders.ipynb #ffa3b877
 from __future__ import annotations
-import hashlib, json, time
+import hashlib, json
 from dataclasses import asdict, replace
 from pathlib import Path
 import numpy as np
@@ -17,8 +17,9 @@ from transformers import (AutoConfig, AutoModel, AutoTokenizer, BertConfig, Bert
 
 from ..core import ConfigError, DataError, cache_dir, seed_everything
 from ..data.core import Dataset
-from ..train.core import Trainer, TrainConfig, fit_summary, inference_trainer
-from ..train.data import nan_mae, resolve_targets
+from ..train.core import Trainer, TrainConfig, inference_trainer
+from ..train.losses import weighted_target_loss
+from ..train.wrapper import FeatureRegressor
 from .describe import describe_structures, fallback_description
 
 # %% auto #0
@@ -210,18 +211,11 @@ class TextHead(nn.Module):
                                  nn.GELU(), nn.Linear(hidden, d_out))
     def forward(self, x, labels=None):
         p = self.net((x - self.x_mean) / self.x_std)
-        loss = None if labels is None else (nn.functional.l1_loss if self.loss == "l1" else nn.functional.mse_loss)(p, labels)
+        loss = None if labels is None else weighted_target_loss(p, labels, self.loss)   # NaN = not measured: masked
         return {"loss": loss, "logits": p}
 
-class _Vectors(torch.utils.data.Dataset):
-    def __init__(self, x, y=None):
-        self.x, self.targets = torch.as_tensor(x, dtype=torch.float32), None if y is None else np.asarray(y, np.float32)
-    def __len__(self): return len(self.x)
-    def __getitem__(self, i):
-        return {"x": self.x[i]} if self.targets is None else {"x": self.x[i], "labels": torch.from_numpy(self.targets[i])}
-
 # %% ../../nbs/31_text.encoders.ipynb #f082f652
-class TextModel:
+class TextModel(FeatureRegressor):
     "Describe -> frozen encoder (cached) -> MLP head; bench-compatible (`fit`/`predict`/`get_params`), regression."
     def __init__(self, encoder:str|Path="minilm", # "minilm" or a local HF model folder
                  describer:str="robocrys", # "robocrys" (with fallback) or "fallback" (pymatgen-only text)
@@ -257,34 +251,17 @@ class TextModel:
         self.info["n_fallback"] = self.info.get("n_fallback", 0) + int((df.source == "fallback").sum())
         return df.description.tolist()
 
-    def embed(self, data) -> np.ndarray:
+    def featurize(self, data) -> np.ndarray:
         "(n, d) pooled text embeddings of a Dataset with structures or a list of Structures."
         if self.encoder is None:
             self.encoder = FrozenTextEncoder(None if self.encoder_name == "minilm" else self.encoder_name,
                                              max_length=self.max_length, cache=self.cache)
         return self.encoder.encode(self.texts(data), progress=self.train_config.progress)
+    embed = featurize   # the frozen embeddings are this model's features (the head is all it trains)
 
-    def fit(self, train:Dataset, valid:Dataset|None=None) -> "TextModel":
-        if train.task_type != "regression": raise ConfigError(f"{train.name}: TextModel fits regression tasks, not {train.task_type}")
-        c = self.train_config
-        names = resolve_targets(train, self.target)
-        if valid is None: train, valid = train.train_valid_split(c.valid_frac, c.seed)
-        t0 = time.time()
-        xt, xv = self.embed(train), self.embed(valid)
-        t1 = time.time()
-        seed_everything(c.seed)
-        self.model, self._names = TextHead(xt.shape[1], len(names), self.hidden, self.dropout, self.loss, xt.mean(0), xt.std(0)), names
-        self.trainer = Trainer(self.model, _Vectors(xt, train.targets[names].to_numpy(float)),
-                               _Vectors(xv, valid.targets[names].to_numpy(float)), c, metrics={"mae": nan_mae})
-        self.history = self.trainer.fit()
-        self.model = self.trainer.unwrapped
-        self.info.update(fit_summary(self.trainer, self.history, len(xt), len(xv), t1, text_seconds=t1 - t0))
-        return self
-
-    def predict(self, data) -> np.ndarray:
-        "Predictions in the units of the training targets: (n,) for one target, else (n, k)."
-        if self.trainer is None: raise ConfigError("call fit() before predict()")
-        return self.trainer.predict(_Vectors(self.embed(data)))
+    def build_net(self, x, names) -> TextHead:
+        return TextHead(x.shape[1], len(names), self.hidden, self.dropout, self.loss, x.mean(0), x.std(0))
+    def prep_summary(self, x, seconds) -> dict: return dict(text_seconds=seconds)
 
     def save(self, path) -> Path:
         "The head's weights (`head.pt`) and settings, target scaler and names (`text_model.json`); the encoder is referenced by path."
