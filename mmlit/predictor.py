@@ -12,7 +12,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 import mmlit
-from .core import ConfigError, CompositionError, DataError
+from .core import ConfigError, CompositionError
 from .data.core import Dataset, BadRowsWarning
 from .data.composition import reduced_formula
 from .data.table import load_table, find_structure_column
@@ -21,7 +21,7 @@ from .predictor_columns import (GIVEN, WHAT, read_frame as _frame, composition_c
 from .metrics import mae, rmse, roc_auc, regression_scores, classification_scores
 from .registry import make_model, save_model, load_model, read_saved
 from .ensemble import Ensemble, WeightedEnsemble, greedy_weights, _mean_std
-from .predictor_model import parse_time, model_settings, split_folds, limit_time, fit_model
+from .predictor_settings import parse_time, model_settings, split_folds, limit_time, fit_model
 
 # %% auto #0
 __all__ = ['PRESETS', 'METRICS', 'PROBLEM_TYPES', 'STRUCTURE_MODELS', 'FUSION_MODELS', 'DESCRIBE_MAX_ROWS', 'FORMAT',

@@ -51,7 +51,7 @@ def _is_tutorial(rel: PurePosixPath) -> bool: return rel.parts[0] == TUT and len
 WINGS = [('Core', ('core', 'registry', 'cli', 'records', 'batch')), ('Data', ('data',)), ('Training', ('train', 'protocol', 'metrics', 'testing', 'ensemble')),
          ('Composition', ('comp', 'baseline', 'treeio')), ('Structure', ('struct',)), ('Text & image', ('text', 'image')),
          ('Fusion', ('fusion',)), ('exKT', ('exkt',)), ('Interpretation', ('interpret',)), ('Benchmarks', ('bench',)),
-         ('Predictor', ('predictor', 'predictor_columns', 'predictor_model', 'screen'))]
+         ('Predictor', ('predictor', 'predictor_columns', 'predictor_settings', 'predictor_model', 'screen'))]
 
 def _wings(pages: list) -> list:
     "[(section title, pages in build order)] for the top-level module pages, empty wings left out."
