@@ -88,7 +88,7 @@ def run_matbench(dataset:Dataset, # a task with `folds` (e.g. from `load_matbenc
     results, t0, c0, model = [], time.time(), time.process_time(), None
     for k in tqdm(folds, desc=f"{dataset.name} folds", disable=not progress):
         train, test = dataset.split(k)
-        test = test.labelled(test.target_names[:1])   # a blank of the scored target (multi-property tables) has no score
+        if dataset.missing_targets: test = test.labelled(test.target_names[:1])   # a blank of the scored target has no score
         t, c = time.time(), time.process_time(); model = _build(model_factory, dataset)
         pred = _fit_predict(model, train, test, valid_frac, seed)
         results.append(FoldResult.from_arrays(k, test.ids, test.y(), pred, dataset.task_type, n_train=len(train),

@@ -5,7 +5,6 @@
 # %% ../../nbs/12_comp.data.ipynb #f46812a1
 from __future__ import annotations
 import functools, hashlib
-from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -32,6 +31,7 @@ class CompositionDataset(torch.utils.data.Dataset):
                  extra:dict|None=None, # name -> (n, ...) array added to every item (e.g. `teacher_mask`)
                  ids:list|None=None, # row ids used in error messages (default: the compositions)
                  target_dtype=torch.float32, # dtype of `labels`
+                 missing_targets:bool=False, # NaN targets mean "not measured" (masked by the loss); inf is still refused
                 ):
         self.compositions = list(compositions)
         n = len(self.compositions)
@@ -42,6 +42,7 @@ class CompositionDataset(torch.utils.data.Dataset):
         self.input_ids = enc["input_ids"]
         self.amounts = enc.get("amounts")   # element-token encodings: atomic fraction of each token
         self.lengths = np.array([len(x) for x in self.input_ids], dtype=int)
+        self.missing_targets = missing_targets
         self.targets = None if targets is None else self._check_targets(targets, n)
         self.sample_weight = None if sample_weight is None else self._check_weights(sample_weight, n)
         self.extra = {k: np.asarray(v) for k, v in (extra or {}).items()}
@@ -53,7 +54,7 @@ class CompositionDataset(torch.utils.data.Dataset):
         y = (targets.to_numpy(dtype=float) if isinstance(targets, (pd.DataFrame, pd.Series)) else np.asarray(targets, dtype=float))
         y = y.reshape(len(y), -1)
         if len(y) != n: raise DataError(f"{len(y)} targets for {n} compositions")
-        bad = np.flatnonzero(~np.isfinite(y).all(1))
+        bad = np.flatnonzero(np.isinf(y).any(1) if self.missing_targets else ~np.isfinite(y).all(1))
         if len(bad):
             rows = ", ".join(f"row {i} ({self.ids[i]!r}): {y[i].tolist()}" for i in bad[:10])
             raise DataError(f"{len(bad)} non-finite target(s): {rows}" + (" ..." if len(bad) > 10 else ""))
@@ -86,7 +87,7 @@ def from_dataset(ds:Dataset, # a mmlit `Dataset`
                 ) -> CompositionDataset:
     "The `CompositionDataset` of a mmlit `Dataset` (ids kept for error messages)."
     y = None if target is None else ds.targets[resolve_targets(ds, target)].to_numpy(dtype=float)
-    return CompositionDataset(ds.compositions, tokenizer, y, sample_weight, ids=ds.ids)
+    return CompositionDataset(ds.compositions, tokenizer, y, sample_weight, ids=ds.ids, missing_targets=ds.missing_targets)
 
 # %% ../../nbs/12_comp.data.ipynb #3a431634
 def mask_elements(batch:dict, # padded batch with `input_ids`, `attention_mask`, `amounts`

@@ -15,12 +15,12 @@ from ..core import ConfigError, seed_everything, default_device
 from ..data.core import Dataset
 from .tokenizer import CompositionTokenizer, load_tokenizer, make_tokenizer
 from ..baseline import get_featurizer
-from ..metrics import mae
 from .auxalign import aux_alignment_targets, add_aux_heads, drop_aux_heads, AuxAlignment
 from .model import build_model, from_backbone, load_composition_model
 from .data import CompositionDataset, from_dataset
 from .pretrain import StageResult, run_stage, save_stage, read_stage
 from ..train.core import TrainConfig, TargetScaler, pad_collate
+from ..train.data import nan_mae, resolve_targets, training_rows
 
 # %% auto #0
 __all__ = ['resolve_zero_gate', 'finetune', 'predict', 'embed_compositions', 'load_finetuned']
@@ -45,7 +45,8 @@ def resolve_zero_gate(zero_gate, train:Dataset, names:list, min_frac:float=0.2) 
     "`zero_gate='auto'`: on when at least `min_frac` of some regression target's training values are exactly 0."
     if zero_gate not in (True, False, "auto"): raise ConfigError(f"zero_gate must be True, False or 'auto', got {zero_gate!r}")
     if zero_gate != "auto": return zero_gate
-    return train.task_type == "regression" and any(float(np.mean(train.y(n) == 0)) >= min_frac for n in names)
+    seen = lambda y: y[~np.isnan(y)]   # a multi-property table's blanks are not values
+    return train.task_type == "regression" and any(float(np.mean(seen(train.y(n)) == 0)) >= min_frac for n in names)
 
 def finetune(train:Dataset, # training rows (compositions + targets)
              valid:Dataset|None=None, # validation rows (default: `config.valid_frac` carved from `train`)
@@ -64,12 +65,13 @@ def finetune(train:Dataset, # training rows (compositions + targets)
              **model_kwargs) -> StageResult:
     "Stage 3 of imKT: finetune on a property with target standardization and early stopping."
     config = config or TrainConfig(epochs=50, lr=5e-4, batch_size=64, patience=10)
-    names = train.target_names if target == "all" else ([target] if isinstance(target, str) else list(target))
-    task = train.task_type
+    names, task = resolve_targets(train, target), train.task_type
     if valid is None:
         if not config.valid_frac: raise ConfigError("finetuning needs a validation set: pass valid= or config.valid_frac > 0")
         if sample_weight is not None: raise ConfigError("pass valid= explicitly together with sample_weight")
-        train, valid = train.train_valid_split(config.valid_frac, config.seed)
+    if sample_weight is not None and train.missing_targets and len(sample_weight) == len(train):   # weights follow their rows
+        sample_weight = np.asarray(sample_weight)[train.targets[names].notna().any(axis=1).to_numpy()]
+    names, train, valid = training_rows(train, valid, names, config.valid_frac, config.seed)
     zero_gate = resolve_zero_gate(zero_gate, train, names)
     if head_features: model_kwargs.update(n_features=len(get_featurizer(head_features).feature_labels()), feature_set=head_features)
     model, tokenizer = _ft_model(init, tokenizer, arch, preset, task, names, config.seed, encoding, zero_gate=zero_gate, **model_kwargs)
@@ -85,7 +87,8 @@ def finetune(train:Dataset, # training rows (compositions + targets)
         aux = dict(weight=aux_align, teachers=list(dims), rows_with_structure=int(M.any(1).sum()), rows=len(train))
     config = replace(config, scale_targets=task == "regression")
     hist, tr, secs = run_stage("finetune", model, tr_ds, va_ds, partial(pad_collate, pad_id=tokenizer.pad_token_id),
-                               config, {"mae": mae} if task == "regression" else None, out_dir, callbacks=cbs)
+                               config, {"mae": nan_mae} if task == "regression" else None, out_dir, callbacks=cbs,
+                               missing_targets=train.missing_targets)
     if aux: drop_aux_heads(tr.unwrapped)
     info = dict(task=train.name, task_type=task, targets=names, n_train=len(train), n_valid=len(valid),
                 best_epoch=getattr(tr, "best_epoch", None), arch=model.config.arch, preset=model.config.preset,

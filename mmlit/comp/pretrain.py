@@ -67,13 +67,15 @@ def read_stage(path) -> dict:
 
 # %% ../../nbs/13_comp.pretrain.ipynb #3988301e
 def run_stage(stage:str, model:nn.Module, train_ds, valid_ds, collate_fn, config:TrainConfig,
-              metrics:dict|None=None, out_dir=None, callbacks=()) -> tuple[pd.DataFrame, Trainer, float]:
+              metrics:dict|None=None, out_dir=None, callbacks=(),
+              missing_targets:bool=False) -> tuple[pd.DataFrame, Trainer, float]: # NaN labels = not measured (masked)
     "Train `model` with the shared `Trainer`; returns (history, trainer, seconds)."
     if out_dir is not None:
         work = Path(out_dir)/"trainer"; work.mkdir(parents=True, exist_ok=True)
         config = TrainConfig(**{**asdict(config), "out_dir": str(work)})
     t0 = time.time()
-    tr = Trainer(model, train_ds, valid_ds, config, collate_fn=collate_fn, metrics=metrics, callbacks=callbacks)
+    tr = Trainer(model, train_ds, valid_ds, config, collate_fn=collate_fn, metrics=metrics, callbacks=callbacks,
+                 missing_targets=missing_targets)
     hist = tr.fit(resume=out_dir is not None)
     if out_dir is not None:   # keep history and plot, drop the (large) resumable state
         shutil.rmtree(work/"checkpoints", ignore_errors=True); (work/"best.pt").unlink(missing_ok=True)

@@ -71,12 +71,13 @@ def training_rows(train, # a `mmlit.data.core.Dataset`
                   valid=None, # its validation rows; None: a seeded `valid_frac` split of `train`
                   target:str|list="all", # as in `resolve_targets`
                   valid_frac:float=0.1, seed:int=0) -> tuple:
-    "(target names, train, valid) for a wrapper's `fit`: the columns `target` selects, and only the rows with a value of one of them."
+    "(target names, train, valid) for a wrapper's `fit`: the columns `target` selects and, in a table with blanks, the rows with a value."
     names = resolve_targets(train, target)
-    n0, train = len(train), train.labelled(names)
-    if len(train) < n0: warnings.warn(f"{train.name}: {n0 - len(train)} of {n0} training rows have no value of {names}; they are left out")
+    if train.missing_targets:   # blanks mean "not measured": a row with none of the targets teaches nothing
+        n0, train = len(train), train.labelled(names)
+        if len(train) < n0: warnings.warn(f"{train.name}: {n0 - len(train)} of {n0} training rows have no value of {names}; they are left out")
     if valid is None: return names, *train.train_valid_split(valid_frac, seed)
-    return names, train, valid.labelled(names)
+    return names, train, valid.labelled(names) if valid.missing_targets else valid
 
 def nan_mae(y_true, y_pred) -> float:
     "Mean absolute error over the observed entries (NaN targets skipped): the validation metric of the model wrappers."
