@@ -12,7 +12,7 @@ import torch
 from transformers import DataCollatorForLanguageModeling
 
 from ..core import ConfigError, DataError, shared_data_dir
-from ..train.data import pad_collate, resolve_targets
+from ..train.data import check_finite_targets, pad_collate, resolve_targets
 from ..data.core import Dataset
 from ..data.composition import reduced_formula
 from .tokenizer import CompositionTokenizer, ELEMENTS
@@ -54,10 +54,8 @@ class CompositionDataset(torch.utils.data.Dataset):
         y = (targets.to_numpy(dtype=float) if isinstance(targets, (pd.DataFrame, pd.Series)) else np.asarray(targets, dtype=float))
         y = y.reshape(len(y), -1)
         if len(y) != n: raise DataError(f"{len(y)} targets for {n} compositions")
-        bad = np.flatnonzero(np.isinf(y).any(1) if self.missing_targets else ~np.isfinite(y).all(1))
-        if len(bad):
-            rows = ", ".join(f"row {i} ({self.ids[i]!r}): {y[i].tolist()}" for i in bad[:10])
-            raise DataError(f"{len(bad)} non-finite target(s): {rows}" + (" ..." if len(bad) > 10 else ""))
+        self.targets = y   # checked as the Trainer checks, before any batch
+        check_finite_targets(self, "composition", self.missing_targets)
         return y
 
     def _check_weights(self, w, n):
