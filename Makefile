@@ -12,7 +12,8 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 # parallel workers for notebooks (CI has 2 cores)
 JOBS   ?= 2
-PYTEST_ARGS ?= -q
+# pytest: one file per worker (module-scoped fixtures are built once), the slowest tests listed at the end
+PYTEST_ARGS ?= -q -n $(JOBS) --dist loadfile --durations=15
 
 BIN := $(abspath $(VENV))/bin
 PY  := $(BIN)/python
