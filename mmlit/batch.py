@@ -256,21 +256,34 @@ def _papermill(run, kernel, timeout, log, env):
             with _LIVE_LOCK: _LIVE.discard(proc)
 
 # %% ../nbs/70_batch.ipynb #9b951b9b
+# what jupyter_client says when a kernel dies or stays silent before its first reply
+_KERNEL_START_FAILURES = ("Kernel died before replying to kernel_info", "Kernel didn't respond in")
+
+def _kernel_never_started(log:Path, nb) -> bool:
+    "Did papermill fail while starting the kernel (no cell ran, and its log names a start-up failure)?"
+    ran = nb is not None and any(c.get("execution_count") for c in nb.cells if c.cell_type == "code")
+    return not ran and log.exists() and any(m in log.read_text(errors="replace") for m in _KERNEL_START_FAILURES)
+
 def execute_run(run:Run,                 # the run (see `plan_runs`)
                 timeout:float|None=None, # wall-clock seconds before the run is stopped
                 kernel:str="python3",    # Jupyter kernel
+                kernel_starts:int=3,     # attempts when the kernel dies before any cell ran (e.g. a port race)
                ) -> dict:
     "Execute one run with papermill; returns its summary row (status `ok`/`failed`/`timeout`, duration, records, error)."
     out = Path(run.output); logs = out.parent/"logs"
     logs.mkdir(parents=True, exist_ok=True)
     rec, log = logs/f"{run.name}.records.jsonl", logs/f"{run.name}.log"
-    for f in (out, rec): f.unlink(missing_ok=True)  # never report a previous batch's results
     t0 = time.perf_counter()
-    rc, timed_out = _papermill(run, kernel, timeout, log, {**os.environ, RECORD_ENV: str(rec)})
+    for attempt in range(1, max(1, kernel_starts) + 1):
+        for f in (out, rec): f.unlink(missing_ok=True)  # never report a previous batch's (or attempt's) results
+        rc, timed_out = _papermill(run, kernel, timeout, log, {**os.environ, RECORD_ENV: str(rec)})
+        try: nb = _read_nb(out)
+        except Exception: nb = None  # not written (papermill failed early) or cut short by a kill
+        if timed_out or rc == 0 or attempt == kernel_starts or not _kernel_never_started(log, nb): break
+        log.replace(logs/f"{run.name}.kernel-start-{attempt}.log")   # kept: why this attempt was not the run
+        time.sleep(attempt)   # kernels launched together race for ports; let the others settle
     res = dict(status="ok", duration_s=round(time.perf_counter() - t0, 2), records={}, error_cell=None,
                error_exec_count=None, error_name=None, error_value=None, error_source=None)
-    try: nb = _read_nb(out)
-    except Exception: nb = None  # not written (papermill failed early) or cut short by a kill
     res["records"] = {**(read_records(nb) if nb else {}), **_read_record_file(rec)}
     if timed_out:
         res.update(status="timeout", error_name="Timeout", error_value=f"stopped after the timeout of {timeout} s",
@@ -279,6 +292,7 @@ def execute_run(run:Run,                 # the run (see `plan_runs`)
     elif rc != 0:
         lines = [l for l in log.read_text(errors="replace").splitlines() if l.strip()]
         res.update(status="failed", error_name="PapermillError", error_value=lines[-1] if lines else f"papermill exited with {rc}")
+        if attempt > 1: res["error_value"] += f" (kernel started {attempt} times)"
     return res
 
 # %% ../nbs/70_batch.ipynb #8d15a49f
