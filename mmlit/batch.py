@@ -273,13 +273,14 @@ def execute_run(run:Run,                 # the run (see `plan_runs`)
     out = Path(run.output); logs = out.parent/"logs"
     logs.mkdir(parents=True, exist_ok=True)
     rec, log = logs/f"{run.name}.records.jsonl", logs/f"{run.name}.log"
-    t0 = time.perf_counter()
-    for attempt in range(1, max(1, kernel_starts) + 1):
+    for f in logs.glob(f"{glob.escape(run.name)}.kernel-start-*.log"): f.unlink()   # a previous batch's
+    t0, n_starts = time.perf_counter(), max(1, int(kernel_starts))
+    for attempt in range(1, n_starts + 1):
         for f in (out, rec): f.unlink(missing_ok=True)  # never report a previous batch's (or attempt's) results
         rc, timed_out = _papermill(run, kernel, timeout, log, {**os.environ, RECORD_ENV: str(rec)})
         try: nb = _read_nb(out)
         except Exception: nb = None  # not written (papermill failed early) or cut short by a kill
-        if timed_out or rc == 0 or attempt == kernel_starts or not _kernel_never_started(log, nb): break
+        if timed_out or rc == 0 or attempt == n_starts or not _kernel_never_started(log, nb): break
         log.replace(logs/f"{run.name}.kernel-start-{attempt}.log")   # kept: why this attempt was not the run
         time.sleep(attempt)   # kernels launched together race for ports; let the others settle
     res = dict(status="ok", duration_s=round(time.perf_counter() - t0, 2), records={}, error_cell=None,
