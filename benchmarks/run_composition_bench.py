@@ -10,7 +10,7 @@ Reads the task tables from the shared data folder (MMLIT_DATA or ../shared/data)
 import argparse, importlib, json, os, resource, sys, time
 from pathlib import Path
 
-from mmlit.bench.core import make_model, run_matbench, save_bench, parse_folds, resume_bench, merge_folds
+from mmlit.bench.core import make_model, run_matbench, parse_folds, resume_bench, save_resumed
 from mmlit.data.external import load_matbench
 
 TASKS = ["expt_gap", "dielectric", "log_gvrh", "log_kvrh", "phonons", "perovskites"]
@@ -41,11 +41,10 @@ def main(argv=None):
             old, todo = resume_bench(out, parse_folds(a.folds), dict(model_kw=kw))
             if not todo: print(f"{out}: all folds done", flush=True); continue
             res = run_matbench(ds, lambda: factory(name, seed=a.seed, progress=False, **kw), folds=todo, progress=False)
-            res = merge_folds(res, old)
             res.extra.update(model_kw=kw, registry_name=name, tag=a.tag,
                              max_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                              torch_threads=os.environ.get("OMP_NUM_THREADS"))
-            save_bench(res, out, plot=False)
+            res = save_resumed(res, out, dict(model_kw=kw), plot=False)   # keeps folds other runs saved meanwhile
             print(f"{ds.name} {a.tag or name}: MAE {res.mean():.4g} ± {res.std():.3g} over folds {[f.fold for f in res.folds]} "
                   f"({res.cpu_time / 60:.1f} CPU-min, {time.time() - t0:.0f} s wall)", flush=True)
 

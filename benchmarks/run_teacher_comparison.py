@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from mmlit.core import ConfigError, default_device
-from mmlit.bench.core import save_bench, parse_folds, resume_bench, merge_folds
+from mmlit.bench.core import parse_folds, resume_bench, save_resumed
 from mmlit.comp.data import exclusion_set
 from mmlit.comp.imkt import run_imkt
 from mmlit.comp.recipes import recipe_config
@@ -102,8 +102,7 @@ def main(argv=None):
             r = run_imkt(task, config=cfg, teachers=sets[tag], folds=todo)
             r.bench.extra.update(teachers=tag, device=str(default_device(a.device)), teacher_model=teacher_path,
                                  gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, **same)
-            res = merge_folds(r.bench, old)
-            save_bench(res, out/f"{tag}{a.suffix}", plot=False)
+            res = save_resumed(r.bench, out/f"{tag}{a.suffix}", same, plot=False)   # keeps folds other lanes saved meanwhile
             print(task.name, tag, f"MAE {res.mean():.4f} over folds {[f.fold for f in res.folds]}", f"{time.time() - t1:.0f} s", flush=True)
 
 if __name__ == "__main__":

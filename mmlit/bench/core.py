@@ -12,6 +12,7 @@ import pandas as pd
 import matplotlib
 import matplotlib.pyplot as plt
 from fastcore.script import call_parse
+from filelock import FileLock
 from sklearn.metrics import roc_curve
 
 from ..core import ConfigError, DataError, shared_data_dir
@@ -24,9 +25,9 @@ from ..protocol import (MATBENCH_PROTOCOL, run_matbench, run_holdout, run_split,
 
 # %% auto #0
 __all__ = ['LEADERBOARD_FILE', 'COMPARE_WITH', 'load_leaderboard', 'compare_leaderboard', 'parity_plot', 'plot_bench',
-           'save_bench', 'load_bench', 'resume_bench', 'merge_folds', 'bench_cli', 'MODELS', 'STRUCTURE_MODELS',
-           'register_model', 'make_model', 'model_names', 'describe_models', 'MATBENCH_PROTOCOL', 'run_matbench',
-           'run_holdout', 'run_split', 'parse_folds']
+           'save_bench', 'load_bench', 'resume_bench', 'merge_folds', 'save_resumed', 'bench_cli', 'MODELS',
+           'STRUCTURE_MODELS', 'register_model', 'make_model', 'model_names', 'describe_models', 'MATBENCH_PROTOCOL',
+           'run_matbench', 'run_holdout', 'run_split', 'parse_folds']
 
 # %% ../../nbs/60_bench.core.ipynb #b3e0a1c2
 # re-exported: `from mmlit.bench.core import run_matbench, MODELS, make_model, register_model` keeps working
@@ -149,6 +150,17 @@ def merge_folds(new:BenchResult, old:BenchResult|None) -> BenchResult:
     new.folds = sorted(new.folds + [f for f in old.folds if f.fold not in mine], key=lambda f: f.fold)
     new.wall_time += old.wall_time; new.cpu_time += old.cpu_time
     return new
+
+def save_resumed(new:BenchResult, out:str|Path, settings:dict|None=None, # as in `resume_bench`
+                 **kwargs, # passed to `save_bench` (plot=False, ...)
+                ) -> BenchResult:
+    "Add `new`'s folds to what `out` holds *now* and save: read again under a lock, so parallel runs of other folds keep theirs."
+    out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{out}.lock"):
+        old, _ = resume_bench(out, [], settings)   # what has been saved since this run started, too
+        res = merge_folds(new, old)
+        save_bench(res, out, **kwargs)
+    return res
 
 # %% ../../nbs/60_bench.core.ipynb #9592cc91
 def _is_user_table(task:str|None, data:str|None) -> bool:
